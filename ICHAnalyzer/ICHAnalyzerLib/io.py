@@ -161,19 +161,19 @@ def _read_dicom_headers(folder: Path) -> tuple[list, list[Path]]:
     for path in files:
         if path.name.upper() == "DICOMDIR":
             continue
-        looks_dicom = path.suffix.lower() in (".dcm", ".dicom", ".ima") or path.suffix == ""
+        named_dicom = path.suffix.lower() in (".dcm", ".dicom", ".ima")
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=path.suffix.lower() == ".dcm")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=named_dicom)
         except InvalidDicomError:
-            if path.suffix.lower() in (".dcm", ".dicom"):
+            if named_dicom:
                 corrupt.append(path)
             continue
-        except Exception:  # noqa: BLE001 - any failure to parse a DICOM-named file means it is corrupt
-            if looks_dicom:
+        except Exception:  # noqa: BLE001 - a file named .dcm that cannot be parsed is corrupt
+            if named_dicom:
                 corrupt.append(path)
             continue
-        if "SOPClassUID" not in ds and "Modality" not in ds and "PixelData" not in ds:
-            if path.suffix.lower() in (".dcm", ".dicom"):
+        if not any(tag in ds for tag in ("SOPClassUID", "Modality", "PixelData", "Rows")):
+            if named_dicom:
                 corrupt.append(path)
             continue
         headers.append((path, ds))
@@ -416,7 +416,9 @@ def _load_dicom_folder(folder: Path, series_uid: str | None) -> CTVolume:
         upper = np.clip(np.searchsorted(z, grid_z, side="right"), 1, len(z) - 1)
         lower = upper - 1
         weight = np.clip((grid_z - z[lower]) / (z[upper] - z[lower]), 0.0, 1.0)[:, None, None]
-        volume = (1.0 - weight) * hu_stack[lower] + weight * hu_stack[upper]
+        weight = weight.astype(np.float32)
+        stack32 = hu_stack.astype(np.float32)
+        volume = (1.0 - weight) * stack32[lower] + weight * stack32[upper]
         uniq = sorted({round(float(s), 2) for s in steps})
         resampling = (
             f"Uneven slice spacing ({', '.join(f'{s:g}' for s in uniq)} mm) resampled by linear interpolation"
@@ -431,6 +433,10 @@ def _load_dicom_folder(folder: Path, series_uid: str | None) -> CTVolume:
     affine[:3, 1] = col_dir * dy
     affine[:3, 2] = step_vec
     affine[:3, 3] = origin
+
+    tilt = float(np.degrees(np.arccos(min(1.0, abs(step_vec @ normal) / np.linalg.norm(step_vec)))))
+    if tilt > 0.5:
+        notes.append(f"Gantry tilt {tilt:.1f} deg kept as a sheared grid (voxel depth: plane distance)")
 
     kept_pos = {m: n for n, m in enumerate(kept)}
     input_slices = []

@@ -416,6 +416,9 @@ def _load_dicom_folder(folder: Path, series_uid: str | None) -> CTVolume:
         upper = np.clip(np.searchsorted(z, grid_z, side="right"), 1, len(z) - 1)
         lower = upper - 1
         weight = np.clip((grid_z - z[lower]) / (z[upper] - z[lower]), 0.0, 1.0)[:, None, None]
+        # a grid plane within 0.01 mm of an input slice takes that slice unchanged
+        weight = np.where(weight * (z[upper] - z[lower])[:, None, None] < 0.01, 0.0, weight)
+        weight = np.where((1 - weight) * (z[upper] - z[lower])[:, None, None] < 0.01, 1.0, weight)
         weight = weight.astype(np.float32)
         stack32 = hu_stack.astype(np.float32)
         volume = (1.0 - weight) * stack32[lower] + weight * stack32[upper]

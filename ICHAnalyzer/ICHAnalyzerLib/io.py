@@ -109,7 +109,7 @@ def _check_hu_range(hu: np.ndarray, source: str) -> None:
     if lo < -10000 or hi > 40000:
         raise InputError(f"{source}: values {lo:g}..{hi:g} are not Hounsfield units of a CT")
     if hi - lo < 100:
-        raise InputError(f"{source}: values {lo:g}..{hi:g} span too little to be Hounsfield units of a CT")
+        raise InputError(f"{source}: values {lo:g}..{hi:g} span too little: not Hounsfield units of a CT")
     air_fraction = float(np.count_nonzero(hu < -500)) / hu.size
     if air_fraction < 0.001:
         raise InputError(
@@ -119,10 +119,10 @@ def _check_hu_range(hu: np.ndarray, source: str) -> None:
 
 
 def _axial_permutation(affine: np.ndarray) -> tuple[int, int, int]:
-    """Order of array axes (i, j, k) so that k is the axis closest to superior-inferior."""
+    """Order of array axes (i, j, k): k closest to superior-inferior, then i closest to left-right."""
     directions = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
     k_axis = int(np.argmax(np.abs(SUPERIOR @ directions)))
-    others = [a for a in range(3) if a != k_axis]
+    others = sorted((a for a in range(3) if a != k_axis), key=lambda a: -abs(directions[0, a]))
     return others[0], others[1], k_axis
 
 

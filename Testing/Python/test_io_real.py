@@ -15,6 +15,12 @@ from ICHAnalyzerLib.volume import CTVolume
 _LOADED: dict[Path, CTVolume] = {}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_loaded_volumes():
+    yield
+    _LOADED.clear()
+
+
 def loaded(folder: Path) -> CTVolume:
     """load_ct once per series and test session (reading all 17 series takes ~2 s)."""
     if folder not in _LOADED:
@@ -157,7 +163,7 @@ def test_all_real_series_load(shared_cache):
     folders += sorted(p for p in (shared_cache / "rsna-unlabelled").iterdir() if p.is_dir())
     assert len(folders) == 17
     for folder in folders:
-        ct = loaded(folder)
+        ct = _LOADED.get(folder) or load_ct(folder)
         files = sorted(folder.glob("*.dcm"))
         assert ct.series_uid == folder.name.split("_", 2)[-1]
         assert sorted(s.sop_instance_uid for s in ct.input_slices) == sorted(p.stem for p in files)
@@ -167,3 +173,31 @@ def test_all_real_series_load(shared_cache):
         assert np.mean((ct.hu > -1100) & (ct.hu < -900)) > 0.1  # air around the head, in HU
         soft = ct.hu[(ct.hu > -100) & (ct.hu < 200)]
         assert 10 <= np.median(soft) <= 60  # brain and soft tissue: rescale applied
+
+
+def test_written_label_map_lands_on_the_dicom_pixel(shared_cache, tmp_path):
+    """A voxel labelled on the tilted series, written and read back, is at its DICOM pixel's LPS point."""
+    import nibabel as nib
+    import slicerio
+    from ICHAnalyzerLib.io import load_labelmap, write_labelmap_nifti, write_segmentation_nrrd
+    from ICHAnalyzerLib.volume import ras_to_lps
+
+    folder = series_dir(shared_cache, "ID_73637515")
+    raw = raw_geometry(folder)
+    ct = loaded(folder)
+    i, j, k = 300, 200, 17
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[k, j, i] = 1
+    write_labelmap_nifti(tmp_path / "l.nii.gz", labels, ct)
+    write_segmentation_nrrd(tmp_path / "l.seg.nrrd", labels, ct)
+    s = next(s for s in ct.input_slices if round(s.grid_k) == k)
+    ds = raw["headers"][s.sop_instance_uid]
+    dicom_point = (np.array(ds.ImagePositionPatient, float) + i * raw["dx"] * raw["iop"][:3]
+                   + j * raw["dy"] * raw["iop"][3:])
+    img = nib.load(tmp_path / "l.nii.gz")
+    ijk = np.argwhere(np.asarray(img.dataobj) == 1)[0]
+    np.testing.assert_allclose(ras_to_lps(img.affine)[:3] @ np.append(ijk, 1), dicom_point, atol=0.05)
+    seg = slicerio.read_segmentation(str(tmp_path / "l.seg.nrrd"))
+    ijk = np.argwhere(seg["voxels"] == 1)[0]
+    np.testing.assert_allclose(np.asarray(seg["ijkToLPS"])[:3] @ np.append(ijk, 1), dicom_point, atol=0.05)
+    np.testing.assert_array_equal(load_labelmap(tmp_path / "l.nii.gz", ct), labels)

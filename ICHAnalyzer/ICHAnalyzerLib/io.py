@@ -133,7 +133,6 @@ def _axial_permutation(affine: np.ndarray) -> tuple[int, int, int]:
 @dataclass
 class _DicomSlice:
     path: Path
-    dataset: object  # pydicom Dataset (header only)
     position: np.ndarray
     sop_instance_uid: str
 
@@ -244,7 +243,7 @@ def _pixels_hu(path: Path) -> np.ndarray:
         stored = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - truncated / unreadable pixel data
         reason = _one_line(exc)[:120]
-        raise InputError(f"Corrupt DICOM file {path}: pixel data unreadable ({reason})") from None
+        raise InputError(f"Corrupt DICOM file {path}: pixel data unreadable/unsupported ({reason})") from None
     if stored.ndim != 2:
         raise InputError(f"{path}: multi-frame or colour DICOM images are not supported ({stored.shape})")
     slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
@@ -308,6 +307,9 @@ def _load_dicom_folder(folder: Path, series_uid: str | None) -> CTVolume:
     items = [(p, ds) for p, ds in items if "PixelData" in ds or "Rows" in ds]
     if not items:
         raise InputError(f"Series {uid} in {folder} holds no images")
+    frames = int(getattr(items[0][1], "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise InputError(f"{items[0][0]} is a multi-frame DICOM ({frames} frames): not supported")
     if len(items) == 1:
         raise InputError(f"{items[0][0]} is a single 2D image, not a CT volume (series {uid} has one slice)")
 
@@ -330,6 +332,8 @@ def _load_dicom_folder(folder: Path, series_uid: str | None) -> CTVolume:
     col_dir = iop[3:] / np.linalg.norm(iop[3:])
     normal = np.cross(row_dir, col_dir)
     normal /= np.linalg.norm(normal)
+    if not _is_axial(iop):
+        raise InputError(f"Series {uid} is not axial (slice normal {np.round(normal, 2).tolist()})")
     spacings = {tuple(round(float(v), 6) for v in ds.PixelSpacing) for _, ds in items}
     sizes = {(int(ds.Rows), int(ds.Columns)) for _, ds in items}
     if len(spacings) > 1 or len(sizes) > 1:
@@ -341,7 +345,6 @@ def _load_dicom_folder(folder: Path, series_uid: str | None) -> CTVolume:
     slices = [
         _DicomSlice(
             path=p,
-            dataset=ds,
             position=np.array([float(v) for v in ds.ImagePositionPatient]),
             sop_instance_uid=str(getattr(ds, "SOPInstanceUID", "") or p.stem),
         )
@@ -550,8 +553,12 @@ def load_ct(path: str | Path, series_uid: str | None = None) -> CTVolume:
             import pydicom
 
             try:
-                pydicom.dcmread(path, stop_before_pixels=True)
+                ds = pydicom.dcmread(path, stop_before_pixels=True, force=suffix == ".dcm")
+                if not any(tag in ds for tag in ("SOPClassUID", "Modality", "PixelData", "Rows")):
+                    raise ValueError("no DICOM image attributes")
             except Exception:  # noqa: BLE001
+                if suffix == ".dcm":
+                    raise InputError(f"Corrupt DICOM file {path} (cannot be parsed)") from None
                 raise InputError(
                     f"Unsupported file {path.name}: give a DICOM folder, .nii/.nii.gz or .nrrd/.nhdr"
                 ) from None

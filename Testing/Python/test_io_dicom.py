@@ -200,6 +200,16 @@ def _single_image_file(tmp_path: Path) -> Path:
     return write_series(tmp_path / "d", [0.0])[0]
 
 
+def _sagittal(tmp_path: Path) -> Path:
+    write_series(tmp_path / "d", np.arange(5) * 5.0, orientation=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
+    return tmp_path / "d"
+
+
+def _garbage_file(tmp_path: Path) -> Path:
+    (tmp_path / "ID_x.dcm").write_bytes(b"\x00\x01garbage" * 50)
+    return tmp_path / "ID_x.dcm"
+
+
 def _gap(tmp_path: Path) -> Path:
     write_series(tmp_path / "d", [0.0, 5.0, 10.0, 15.0, 25.0, 30.0, 35.0])
     return tmp_path / "d"
@@ -257,6 +267,8 @@ def _absurd_scale(tmp_path: Path) -> Path:  # a RescaleSlope that makes no sense
         (_not_collinear, "not on one line"),
         (_truncated, "Corrupt DICOM"),
         (_garbage, "Corrupt DICOM"),
+        (_garbage_file, "Corrupt DICOM"),
+        (_sagittal, "not axial"),
         (_not_hounsfield, "not Hounsfield"),
         (_absurd_scale, "not Hounsfield"),
     ],

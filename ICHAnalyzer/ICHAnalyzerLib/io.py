@@ -85,8 +85,8 @@ def _atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
-def _is_sheared(affine: np.ndarray, tol: float = 1e-6) -> bool:
-    """True when the grid axes are not mutually orthogonal (gantry tilt)."""
+def _is_sheared(affine: np.ndarray, tol: float = 1e-4) -> bool:
+    """True when the grid axes are not mutually orthogonal (gantry tilt; 1e-4 ignores rounding of tags)."""
     m = np.asarray(affine, dtype=float)[:3, :3]
     cols = m / np.linalg.norm(m, axis=0)
     gram = cols.T @ cols
@@ -329,7 +329,8 @@ def _load_dicom_folder(folder: Path, series_uid: str | None) -> CTVolume:
         )
     iop = iops_arr.mean(axis=0)
     row_dir = iop[:3] / np.linalg.norm(iop[:3])
-    col_dir = iop[3:] / np.linalg.norm(iop[3:])
+    col_dir = iop[3:] - (iop[3:] @ row_dir) * row_dir  # orthogonal to the row (DS rounding of the tags)
+    col_dir /= np.linalg.norm(col_dir)
     normal = np.cross(row_dir, col_dir)
     normal /= np.linalg.norm(normal)
     if not _is_axial(iop):

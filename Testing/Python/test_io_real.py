@@ -214,3 +214,12 @@ def test_written_label_map_lands_on_the_dicom_pixel(shared_cache, tmp_path):
     ijk = np.argwhere(seg["voxels"] == 1)[0]
     np.testing.assert_allclose(np.asarray(seg["ijkToLPS"])[:3] @ np.append(ijk, 1), dicom_point, atol=0.05)
     np.testing.assert_array_equal(load_labelmap(tmp_path / "l.nii.gz", ct), labels)
+
+
+def test_invalid_uids_are_accepted_silently(shared_cache):
+    folder = series_dir(shared_cache, "ID_cd5a85fd")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning (e.g. pydicom's "Invalid value for VR UI") fails
+        ct = load_ct(folder)
+    assert ct.series_uid == "ID_44cfc8e964"
+    assert all(s.sop_instance_uid.startswith("ID_") for s in ct.input_slices)

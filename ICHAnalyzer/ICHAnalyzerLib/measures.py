@@ -1,0 +1,509 @@
+"""Clinical measures beyond volume: midline shift, hematoma location, ICH score (imaging parts).
+
+All coordinates are DICOM patient coordinates (LPS, mm). Nothing is guessed: a measure that cannot be
+made is null with a note saying why.
+
+Midline shift
+    The ideal midline is the mid-sagittal symmetry plane of the intracranial cavity (the brain mask):
+    the plane about which the mask best matches its own mirror image (3 parameters: two angles and an
+    offset, optimised on a 2 mm copy of the mask). Mass effect moves the brain but not the skull, so
+    the cavity's plane stays where the falx is attached. The septum pellucidum is the thin tissue
+    between the two frontal horns / bodies of the lateral ventricles: on each axial slice, along lines
+    perpendicular to the ideal midline, CSF (<= ``CSF_MAX_HU``) - tissue - CSF patterns near the
+    midline give septum positions; the slice with the longest septum (the level of the foramen of
+    Monro / ventricle bodies) is used. The shift is the distance of the septum (its most displaced
+    point on a 5 mm median-filtered profile) from the ideal plane.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy import optimize
+
+from .constants import SUBTYPE_BY_KEY, SUBTYPE_KEYS
+from .errors import InputError
+from .volume import CTVolume
+
+SUBTYPE_LABEL = {key: SUBTYPE_BY_KEY[key].label for key in SUBTYPE_KEYS}
+
+SYMMETRY_GRID_MM = 2.0  # isotropic grid for the symmetry-plane search
+CSF_MAX_HU = 16.0  # ventricular CSF (with partial volume) is below this; brain tissue is ~25-40 HU
+CSF_MIN_HU = -15.0
+SEPTUM_MAX_GAP_MM = 9.0  # tissue between the frontal horns wider than this is not a septum
+SEPTUM_SEARCH_MM = 25.0  # septum searched within this distance of the ideal midline
+VENTRICLE_MIN_DEPTH_MM = 6.0  # ventricles lie at least this deep inside the intracranial mask
+VENTRICLE_MIN_AREA_MM2 = 15.0
+PROFILE_STEP_MM = 0.25
+SEPTUM_STATISTIC = "median"
+LEVEL_RANGE_MM = 10.0
+ROW_STEP_MM = 1.0
+MIN_SEPTUM_ROWS = 6  # at least this many mm of septum along the midline
+UNRELIABLE_SPREAD_MM = 2.5  # septum positions scattered more than this along the profile -> unreliable
+
+
+def _direction(yaw: float, roll: float) -> np.ndarray:
+    """Unit normal of a near-sagittal plane: +L rotated by ``yaw`` about S and ``roll`` about P (radians)."""
+    return np.array([math.cos(yaw) * math.cos(roll), math.sin(yaw) * math.cos(roll), math.sin(roll)])
+
+
+def _mask_on_grid(ct: CTVolume, brain: np.ndarray, step_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The brain mask (as a fraction) on an LPS-aligned isotropic grid; returns (array [x, y, z], origin)."""
+    dx, dy, _ = ct.spacing
+    # in-plane block average first (cheap, keeps partial volume), then sample the LPS grid
+    fi = max(1, int(round(step_mm / dx)))
+    fj = max(1, int(round(step_mm / dy)))
+    nk, nj, ni = brain.shape
+    nj2, ni2 = nj // fj, ni // fi
+    small = brain[:, : nj2 * fj, : ni2 * fi].reshape(nk, nj2, fj, ni2, fi).mean(axis=(2, 4), dtype=np.float32)
+    aff = ct.affine.copy()
+    aff[:3, 0] *= fi
+    aff[:3, 1] *= fj
+    aff[:3, 3] = ct.affine[:3, 3] + ct.affine[:3, 0] * (fi - 1) / 2 + ct.affine[:3, 1] * (fj - 1) / 2
+    idx = np.argwhere(small > 0.5)
+    if len(idx) == 0:
+        raise ValueError("empty brain mask")
+    corners = idx[:, ::-1] @ aff[:3, :3].T + aff[:3, 3]  # (i, j, k) -> LPS
+    lo = corners.min(axis=0) - 3 * step_mm
+    hi = corners.max(axis=0) + 3 * step_mm
+    shape = np.ceil((hi - lo) / step_mm).astype(int) + 1
+    axes = [lo[d] + step_mm * np.arange(shape[d]) for d in range(3)]
+    pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    ijk = (pts - aff[:3, 3]) @ np.linalg.inv(aff[:3, :3]).T
+    vals = ndi.map_coordinates(small, [ijk[:, 2], ijk[:, 1], ijk[:, 0]], order=1, cval=0.0)
+    return vals.reshape(shape).astype(np.float32), lo
+
+
+def symmetry_plane(ct: CTVolume, brain: np.ndarray, step_mm: float = SYMMETRY_GRID_MM) -> dict[str, Any]:
+    """Mid-sagittal symmetry plane of the intracranial mask: {"point", "normal", "residual"} (LPS)."""
+    grid, origin = _mask_on_grid(ct, brain, step_mm)
+    grid = ndi.gaussian_filter(grid, 1.0)
+    # compare the mask with its mirror image where the mask changes (a shell around its surface)
+    band = (grid > 0.05) & (grid < 0.95)
+    idx_band = np.argwhere(band)[::2]  # every other shell voxel is plenty (and twice as fast)
+    pts = idx_band.astype(np.float64) * step_mm + origin
+    vals = grid[tuple(idx_band.T)]
+    centre = np.argwhere(grid > 0.5).mean(axis=0) * step_mm + origin
+
+    def cost(params: np.ndarray) -> float:
+        yaw_deg, roll_deg, offset = params
+        n = _direction(math.radians(yaw_deg), math.radians(roll_deg))
+        dist = (pts - centre) @ n - offset
+        mirrored = pts - 2.0 * dist[:, None] * n
+        idx = (mirrored - origin) / step_mm
+        other = ndi.map_coordinates(grid, idx.T, order=1, cval=0.0)
+        return float(np.mean((vals - other) ** 2))
+
+    # coarse search over yaw (heads are often turned), then a local refinement
+    best = min(
+        (cost(np.array([float(a), 0.0, 0.0])), a) for a in range(-30, 31, 5)
+    )
+    start = np.array([float(best[1]), 0.0, 0.0])
+    # parameters in degrees and mm: a 0.05 tolerance is far below what matters (0.05 mm)
+    res = optimize.minimize(cost, start, method="Powell",
+                            options={"xtol": 0.05, "ftol": 1e-4, "maxfev": 300})
+    yaw_deg, roll_deg, offset = res.x
+    n = _direction(math.radians(yaw_deg), math.radians(roll_deg))
+    point = centre + offset * n
+    return {"point": point, "normal": n, "residual": float(res.fun)}
+
+
+def _slice_frame(ct: CTVolume, k: int, plane: dict, brain_k: np.ndarray) -> tuple | None:
+    """In-slice frame on slice ``k``: origin on the ideal midline, ``u`` across it, ``v`` along it."""
+    n = plane["normal"]
+    ns = ct.slice_normal
+    u = n - (n @ ns) * ns
+    u /= np.linalg.norm(u)
+    v = np.cross(ns, u)
+    jj, ii = np.nonzero(brain_k)
+    if len(ii) == 0:
+        return None
+    centre = ct.voxel_to_lps([ii.mean(), jj.mean(), k])[0]
+    origin = centre - ((centre - plane["point"]) @ n) / (u @ n) * u
+    return origin, u, v
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open index ranges of consecutive True values."""
+    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def _crossing(profile: np.ndarray, a: np.ndarray, inside: int, outside: int) -> float:
+    """Sub-sample position where ``profile`` crosses CSF_MAX_HU between two neighbouring samples."""
+    h0, h1 = profile[inside], profile[outside]
+    t = 0.5 if h1 == h0 else float(np.clip((CSF_MAX_HU - h0) / (h1 - h0), 0.0, 1.0))
+    return float(a[inside] + t * (a[outside] - a[inside]))
+
+
+def ventricle_mask_2d(hu: np.ndarray, brain: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    """CSF regions of one slice enclosed by brain (ventricles): not touching the brain's outer rim,
+    which removes sulci, fissures, cisterns and cortical infarcts reaching the surface."""
+    csf = (hu > CSF_MIN_HU) & (hu < CSF_MAX_HU) & brain
+    labels, count = ndi.label(csf)
+    if count == 0:
+        return np.zeros(hu.shape, np.uint8)
+    # depth below the intracranial surface on a ~2 mm copy (plenty for a 6 mm criterion)
+    f = max(1, int(round(2.0 / spacing[0])))
+    small = brain[::f, ::f]
+    depth = ndi.distance_transform_edt(small, sampling=(spacing[0] * f, spacing[1] * f))
+    rows, cols = np.nonzero(labels)
+    depth_at = depth[np.minimum(rows // f, small.shape[0] - 1), np.minimum(cols // f, small.shape[1] - 1)]
+    which = labels[rows, cols]
+    shallowest = np.full(count + 1, np.inf)
+    np.minimum.at(shallowest, which, depth_at)
+    area = np.bincount(which, minlength=count + 1) * spacing[0] * spacing[1]
+    keep = (shallowest >= VENTRICLE_MIN_DEPTH_MM) & (area >= VENTRICLE_MIN_AREA_MM2)
+    keep[0] = False
+    return keep[labels].astype(np.uint8)
+
+
+def septum_on_slice(ct: CTVolume, brain: np.ndarray, plane: dict, k: int) -> dict | None:
+    """Septum pellucidum positions on slice ``k``: rows along the midline with CSF-tissue-CSF patterns."""
+    brain_k = brain[k]
+    frame = _slice_frame(ct, k, plane, brain_k)
+    if frame is None:
+        return None
+    origin, u, v = frame
+    dx, dy, _ = ct.spacing
+    ventricles = ventricle_mask_2d(ct.hu[k], brain_k, (dy, dx))
+    if not ventricles.any():
+        return None
+    a = np.arange(-SEPTUM_SEARCH_MM - 15.0, SEPTUM_SEARCH_MM + 15.0 + 1e-6, PROFILE_STEP_MM)
+    b = np.arange(-90.0, 90.0 + 1e-6, ROW_STEP_MM)
+    pts = origin + a[None, :, None] * u + b[:, None, None] * v  # [row, sample, 3]
+    ijk = ct.lps_to_voxel(pts.reshape(-1, 3))
+    coords = [ijk[:, 1], ijk[:, 0]]
+    shape = (len(b), len(a))
+    hu = ndi.map_coordinates(ct.hu[k].astype(np.float32), coords, order=1, cval=-1000.0).reshape(shape)
+    csf = ndi.map_coordinates(ventricles, coords, order=0, cval=0).reshape(shape).astype(bool)
+    central_area = float(csf[:, np.abs(a) <= SEPTUM_SEARCH_MM].sum() * PROFILE_STEP_MM * ROW_STEP_MM)
+    min_run = int(round(1.0 / PROFILE_STEP_MM))
+    rows = []
+    for r in range(len(b)):
+        runs = [run for run in _runs(csf[r]) if run[1] - run[0] >= min_run]
+        best = None
+        for (_, e1), (s2, _) in zip(runs[:-1], runs[1:], strict=True):
+            left_edge = _crossing(hu[r], a, e1 - 1, e1)
+            right_edge = _crossing(hu[r], a, s2, s2 - 1)
+            gap = right_edge - left_edge
+            centre = 0.5 * (left_edge + right_edge)
+            if not (0.0 < gap <= SEPTUM_MAX_GAP_MM and abs(centre) <= SEPTUM_SEARCH_MM):
+                continue
+            if best is None or abs(centre) < abs(best[0]):
+                best = (centre, gap)
+        if best is not None:
+            rows.append((float(b[r]), best[0], best[1]))
+    if not rows:
+        return {"k": k, "rows": np.zeros((0, 3)), "ventricle_area_mm2": central_area}
+    # the septum is one continuous structure: keep the longest chain of neighbouring rows
+    chains: list[list[tuple[float, float, float]]] = [[rows[0]]]
+    for row in rows[1:]:
+        prev = chains[-1][-1]
+        if row[0] - prev[0] <= 2.0 * ROW_STEP_MM and abs(row[1] - prev[1]) <= 1.5:
+            chains[-1].append(row)
+        else:
+            chains.append([row])
+    chain = max(chains, key=len)
+    return {"k": k, "rows": np.array(chain), "origin": origin, "u": u, "v": v,
+            "ventricle_area_mm2": central_area}
+
+
+def _septum_point(found: dict, plane: dict) -> tuple[np.ndarray, float, float]:
+    """Most displaced point of the (5 mm median-filtered) septum profile; returns (point, signed, spread)."""
+    rows = found["rows"]
+    if SEPTUM_STATISTIC == "max":
+        smooth = ndi.median_filter(rows[:, 1], size=5, mode="nearest")
+        pick = int(np.argmax(np.abs(smooth)))
+        across = smooth[pick]
+    else:
+        pick = int(np.argsort(rows[:, 1])[len(rows) // 2])
+        across = rows[pick, 1]
+    point = found["origin"] + across * found["u"] + rows[pick, 0] * found["v"]
+    signed = float((point - plane["point"]) @ plane["normal"])
+    spread = float(np.percentile(rows[:, 1], 90) - np.percentile(rows[:, 1], 10))
+    return point, signed, spread
+
+
+def midline_shift(ct: CTVolume, brain: np.ndarray) -> dict[str, Any]:
+    """Midline shift at the septum pellucidum against the intracranial symmetry plane (see module doc)."""
+    method = ("ideal midline: mirror-symmetry plane of the intracranial mask; septum pellucidum: tissue "
+              "between the lateral ventricles (CSF) on the axial slice where it is longest")
+    result: dict[str, Any] = {"shift_mm": None, "direction": None, "ideal_midline": None,
+                              "septum_point_lps": None, "line_endpoints": None, "slice_index": None,
+                              "method": method, "reliable": False, "note": None}
+    if brain.sum() == 0:
+        result["note"] = "no brain mask: midline shift not measured"
+        return result
+    plane = symmetry_plane(ct, brain)
+    result["ideal_midline"] = {"point_lps": _r(plane["point"]), "normal_lps": _r(plane["normal"], 5)}
+    area = brain.sum(axis=(1, 2))
+    top = np.flatnonzero(area > 0.5 * area.max())
+    candidates = [f for k in range(int(top.min()), int(top.max()) + 1)
+                  if (f := septum_on_slice(ct, brain, plane, k)) is not None]
+    best = None
+    if candidates:
+        # the level of the lateral ventricles: the slice with the most enclosed CSF near the midline;
+        # the septum is taken on the slice within LEVEL_RANGE_MM of it where it is longest
+        level = max(candidates, key=lambda f: f["ventricle_area_mm2"])
+        dz = ct.spacing[2]
+        near = [f for f in candidates if abs(f["k"] - level["k"]) * dz <= LEVEL_RANGE_MM + 1e-6]
+        best = max(near, key=lambda f: len(f["rows"]))
+    if best is None or len(best["rows"]) < MIN_SEPTUM_ROWS:
+        result["note"] = ("septum pellucidum not found (no CSF-tissue-CSF pattern between the lateral "
+                          "ventricles near the midline): ventricles effaced, slit-like or not in the scan")
+        return result
+    point, signed, spread = _septum_point(best, plane)
+    foot = point - signed * plane["normal"]
+    result.update({
+        "shift_mm": round(abs(signed), 2),
+        "direction": "none" if abs(signed) < 0.05 else ("toward patient left" if signed > 0
+                                                        else "toward patient right"),
+        "septum_point_lps": _r(point),
+        "line_endpoints": [_r(point), _r(foot)],
+        "slice_index": int(best["k"]),
+        "septum_length_mm": round(float(len(best["rows"]) * ROW_STEP_MM), 1),
+        "septum_spread_mm": round(spread, 2),
+    })
+    result["reliable"] = bool(spread <= UNRELIABLE_SPREAD_MM)
+    if not result["reliable"]:
+        result["note"] = (f"septum positions scatter by {spread:.1f} mm along the midline: "
+                          "check the septum point visually")
+    return result
+
+
+def _r(values: np.ndarray, digits: int = 2) -> list[float]:
+    return [round(float(x), digits) for x in values]
+
+
+# --- hematoma location ---------------------------------------------------------------------------
+
+MAX_POINTS_PER_HEMATOMA = 5000  # voxels looked up in the atlas per hematoma (a random subset beyond)
+SIDE_MARGIN_MM = 3.0  # centroids closer than this to the ideal midline are "midline"
+FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)  # as volumetry: hematomas are 26-connected components
+REGION_BY_SUBTYPE = {"IVH": "intraventricular", "SAH": "subarachnoid", "SDH": "extra-axial",
+                     "EDH": "extra-axial"}
+
+
+def hematoma_components(labels: np.ndarray, label: int, hematomas: list[dict],
+                        affine: np.ndarray) -> dict[int, np.ndarray]:
+    """Voxel indices ``(n, 3)`` as (k, j, i) of each hematoma id of one subtype.
+
+    Components are recomputed like volumetry (26-connected) and matched to the report's entries by
+    voxel count and nearest centroid, so a different ordering cannot swap two hematomas.
+    """
+    components, count = ndi.label(labels == label, structure=FULL_CONNECTIVITY)
+    if count == 0 or not hematomas:
+        return {}
+    objects = ndi.find_objects(components)
+    voxels = []
+    for c, box in enumerate(objects, start=1):
+        local = np.argwhere(components[box] == c) + np.array([s.start for s in box])
+        voxels.append(local)
+    centroids = np.array([v.mean(axis=0)[::-1] for v in voxels]) @ affine[:3, :3].T + affine[:3, 3]
+    sizes = np.array([len(v) for v in voxels])
+    found: dict[int, np.ndarray] = {}
+    used: set[int] = set()
+    for hem in hematomas:
+        target = np.asarray(hem["centroid_lps"], dtype=float)
+        cost = np.linalg.norm(centroids - target, axis=1) + np.where(sizes == hem["voxel_count"], 0.0, 1e3)
+        for c in np.argsort(cost):
+            if int(c) not in used:
+                used.add(int(c))
+                found[int(hem["id"])] = voxels[int(c)]
+                break
+    return found
+
+
+def _locate_one(key: str, voxels: np.ndarray, ct: CTVolume, labels: np.ndarray, registration: Any,
+                atlas: Any, plane: dict | None, rng: np.random.Generator) -> dict[str, Any]:
+    from .atlas import region_category
+
+    sample = voxels if len(voxels) <= MAX_POINTS_PER_HEMATOMA else voxels[
+        rng.choice(len(voxels), MAX_POINTS_PER_HEMATOMA, replace=False)]
+    points = ct.voxel_to_lps(sample[:, ::-1].astype(float))
+    region_labels = atlas_labels(registration, atlas, points)
+    named = region_labels[region_labels > 0]
+    regions: list[dict[str, Any]] = []
+    categories: dict[str, float] = {}
+    if len(named):
+        values, counts = np.unique(named, return_counts=True)
+        for value, n in sorted(zip(values.tolist(), counts.tolist(), strict=True), key=lambda t: -t[1]):
+            name = atlas.names.get(int(value), f"label {value}")
+            fraction = n / len(region_labels)
+            categories[region_category(name)] = categories.get(region_category(name), 0.0) + fraction
+            if len(regions) < 3:
+                regions.append({"name": name, "fraction": round(fraction, 3)})
+    if key == "IPH":
+        parenchymal = {c: f for c, f in categories.items() if c != "ventricular"}
+        region = max(parenchymal, key=parenchymal.get) if parenchymal else "undetermined"
+    else:
+        region = REGION_BY_SUBTYPE[key]
+    centroid = points.mean(axis=0)
+    side = None
+    if plane is not None:
+        signed = float((centroid - plane["point"]) @ plane["normal"])
+        side = "midline" if abs(signed) < SIDE_MARGIN_MM else ("left" if signed > 0 else "right")
+    entry: dict[str, Any] = {
+        "region": region,
+        "side": side,
+        "category_fractions": {c: round(f, 3) for c, f in sorted(categories.items())},
+        "atlas_regions": regions,
+    }
+    if key == "IPH":
+        entry["intraventricular_extension"] = _touches(labels, voxels, SUBTYPE_LABEL["IVH"])
+    return entry
+
+
+def _touches(labels: np.ndarray, voxels: np.ndarray, other: int) -> bool:
+    """Whether the voxels (k, j, i) have a 26-neighbour labelled ``other``."""
+    lo = np.maximum(voxels.min(axis=0) - 1, 0)
+    hi = np.minimum(voxels.max(axis=0) + 2, labels.shape)
+    crop = labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    own = np.zeros(crop.shape, bool)
+    own[tuple((voxels - lo).T)] = True
+    grown = ndi.binary_dilation(own, structure=FULL_CONNECTIVITY)
+    return bool((crop[grown] == other).any())
+
+
+def atlas_labels(registration: Any, atlas: Any, points_lps: np.ndarray) -> np.ndarray:
+    from .atlas import atlas_labels_at
+
+    return atlas_labels_at(registration, atlas, points_lps)
+
+
+def hematoma_locations(ct: CTVolume, labels: np.ndarray, volumes: dict, registration: Any, atlas: Any,
+                       plane: dict | None) -> list[dict[str, Any]]:
+    """Atlas region, side and (IPH) ventricular extension of every hematoma listed in ``volumes``."""
+    rng = np.random.default_rng(0)
+    out = []
+    for key, label in SUBTYPE_LABEL.items():
+        hematomas = (volumes.get(key) or {}).get("hematomas") or []
+        for hem_id, voxels in hematoma_components(labels, label, hematomas, ct.affine).items():
+            out.append({"subtype": key, "id": hem_id,
+                        **_locate_one(key, voxels, ct, labels, registration, atlas, plane, rng)})
+    return out
+
+
+# --- ICH score (Hemphill 2001) -------------------------------------------------------------------
+
+
+def gcs_points(gcs: int) -> int:
+    """ICH score points for the Glasgow Coma Scale: 3-4 -> 2, 5-12 -> 1, 13-15 -> 0."""
+    if not 3 <= gcs <= 15:
+        raise InputError(f"GCS must be 3..15, got {gcs}")
+    return 2 if gcs <= 4 else (1 if gcs <= 12 else 0)
+
+
+def ich_score(volumes: dict, infratentorial_origin: bool | None, gcs: int | None = None,
+              age: int | None = None) -> dict[str, Any]:
+    """The ICH score (Hemphill et al., Stroke 2001) from imaging and, when given, GCS and age.
+
+    Imaging parts: IPH volume >= 30 mL (voxel volume of the IPH label), IVH present, infratentorial
+    origin (atlas region of the largest IPH; null when it is unknown). The score is only given when
+    every part is known: nothing is guessed.
+    """
+    if age is not None and not 0 <= age <= 130:
+        raise InputError(f"age must be 0..130 years, got {age}")
+    iph_ml = float((volumes.get("IPH") or {}).get("volume_ml") or 0.0)
+    ivh_ml = float((volumes.get("IVH") or {}).get("volume_ml") or 0.0)
+    parts = {
+        "volume_ge_30ml": iph_ml >= 30.0,
+        "ivh": ivh_ml > 0.0,
+        "infratentorial_origin": infratentorial_origin,
+        "gcs_points": None if gcs is None else gcs_points(int(gcs)),
+        "age_ge_80": None if age is None else bool(age >= 80),
+    }
+    missing = [name for name, value in (("GCS", gcs), ("age", age),
+                                         ("infratentorial origin", infratentorial_origin))
+               if value is None]
+    score = None
+    if not missing:
+        score = (parts["gcs_points"] + int(parts["volume_ge_30ml"]) + int(parts["ivh"])
+                 + int(bool(parts["infratentorial_origin"])) + int(bool(parts["age_ge_80"])))
+    note = None
+    if iph_ml == 0.0:
+        note = ("no intraparenchymal hemorrhage: the ICH score is meant for spontaneous intracerebral "
+                "hemorrhage")
+    return {"score": score, **parts, "iph_volume_ml": round(iph_ml, 2), "gcs": gcs, "age": age,
+            "missing": missing, "note": note}
+
+
+# --- everything together -------------------------------------------------------------------------
+
+
+def clinical_measures(ct: CTVolume, labels: np.ndarray, brain: np.ndarray, volumes: dict,
+                      gcs: int | None = None, age: int | None = None) -> dict[str, Any]:
+    """The report's ``clinical`` section: midline shift, hematoma locations, ICH score (JSON-ready)."""
+    from . import atlas as atlas_module
+
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    registration = None
+    atlas = None
+    location_reason = None
+    folder = atlas_module.find_templates()
+    if folder is None:
+        location_reason = ("template/atlas files not found (set ICH_TEMPLATES or ICH_SHARED_DIR, or keep "
+                           "../shared next to the repository): hematoma location not determined")
+    elif not brain.any():
+        location_reason = "empty brain mask: registration to the template not possible"
+    else:
+        atlas = atlas_module.load_atlas(folder)
+        registration = atlas_module.register(ct, brain, atlas)
+    timing["registration"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    shift = midline_shift(ct, brain)
+    timing["midline_shift"] = time.perf_counter() - t1
+    plane = None
+    if shift["ideal_midline"] is not None:
+        plane = {"point": np.array(shift["ideal_midline"]["point_lps"]),
+                 "normal": np.array(shift["ideal_midline"]["normal_lps"])}
+
+    t2 = time.perf_counter()
+    location = None
+    if registration is not None:
+        location = {
+            "registration": {
+                "method": "affine (12 parameters) to the scct MNI CT template, mutual information, "
+                          "4 mm grid",
+                "brain_dice": round(registration.brain_dice, 3),
+                "seconds": round(registration.seconds, 3),
+                "atlas": "BLAST-CT atlas (template space)",
+            },
+            "hematomas": hematoma_locations(ct, labels, volumes, registration, atlas, plane),
+        }
+    timing["location"] = time.perf_counter() - t2
+
+    infratentorial = _infratentorial_origin(volumes, location)
+    score = ich_score(volumes, infratentorial, gcs=gcs, age=age)
+    timing["total"] = time.perf_counter() - t0
+    return {
+        "midline_shift": shift,
+        "location": location,
+        "location_reason": location_reason,
+        "ich_score": score,
+        "timing_s": {k: round(v, 3) for k, v in timing.items()},
+    }
+
+
+def _infratentorial_origin(volumes: dict, location: dict | None) -> bool | None:
+    """Whether the largest IPH lies below the tentorium; False without IPH; None when unknown."""
+    iph = (volumes.get("IPH") or {}).get("hematomas") or []
+    if not iph:
+        return False
+    if location is None:
+        return None
+    largest = max(iph, key=lambda h: h["voxel_count"])
+    for entry in location["hematomas"]:
+        if entry["subtype"] == "IPH" and entry["id"] == largest["id"]:
+            if entry["region"] == "undetermined":
+                return None
+            return entry["region"] == "infratentorial"
+    return None

@@ -52,6 +52,8 @@ _ML_DECIMALS = 4
 _PCT_DECIMALS = 2
 # Added to the centre-to-centre extent at EACH end, in pixel widths along the line (see module docstring).
 END_MARGIN_PIXELS = 0.25
+# Taken off each end of a B chord measured edge to edge along the sampled line (pixel widths).
+B_TRIM_PIXELS = 0.25
 # Taken off the distance from the deepest pixel centre to the nearest outside pixel centre (pixel widths).
 THICKNESS_MARGIN_PIXELS = 0.25
 
@@ -161,25 +163,23 @@ def _diameters(mask2d: np.ndarray, grid: _Grid) -> dict:
     a_len = float((q - p) @ u) + 2 * m_u
     a_ends = np.array([p - u * m_u, q + u * m_u])
 
-    # B: the longest contiguous chord along v (perpendicular to A), over lines spaced a quarter pixel apart.
+    # B: the longest contiguous chord along v (perpendicular to A), over lines a quarter pixel apart, each
+    # sampled every quarter pixel (nearest pixel): the run of lesion samples, edge to edge, less a margin.
     v = np.array([-u[1], u[0]])
     w_v = grid.width(v)
     step = min(grid.dx, grid.dy) / 4
     t_proj, v_proj = extremes @ u, extremes @ v
     offsets = np.arange(t_proj.min(), t_proj.max() + step / 2, step)
-    along = np.arange(v_proj.min() - w_v / 2, v_proj.max() + w_v / 2 + step / 2, step)
-    xy = offsets[:, None, None] * u + along[None, :, None] * v
-    pixels, inside = _sample_pixels(mask2d, grid, xy)
+    along = np.arange(v_proj.min() - w_v, v_proj.max() + w_v + step / 2, step)
+    _, inside = _sample_pixels(mask2d, grid, offsets[:, None, None] * u + along[None, :, None] * v)
     line, first, last = _longest_runs(inside)
-    zero = np.zeros(2)
-    v_first = _chord_extent(pixels[line, first], grid, zero, v)
-    v_last = _chord_extent(pixels[line, last], grid, zero, v)
-    m_v = END_MARGIN_PIXELS * w_v
-    lengths = v_last - v_first + 2 * m_v
+    trim = B_TRIM_PIXELS * w_v - step / 2
+    lengths = (last - first) * step - 2 * trim
     mid_t = float((p + q) @ u / 2)
     best = int(np.argmax(lengths - 1e-6 * np.abs(offsets[line] - mid_t) / grid.width(u)))
     t_best = offsets[line[best]]
-    b_ends = np.array([t_best * u + (v_first[best] - m_v) * v, t_best * u + (v_last[best] + m_v) * v])
+    b_ends = np.array([t_best * u + (along[first[best]] + trim) * v,
+                       t_best * u + (along[last[best]] - trim) * v])
     return {"A": a_len, "B": float(lengths[best]), "A_ends": a_ends, "B_ends": b_ends}
 
 

@@ -223,3 +223,22 @@ def test_thickness_of_a_slab():
         assert edh["max_thickness_mm"] == pytest.approx(expected_px * px)
         ends = np.array(edh["thickness_endpoints"])
         assert abs(ends[0][1] - ends[1][1]) < 1e-6  # measured across the slab (along x)
+
+
+def test_kothari_weights_at_the_thresholds_and_slice_gaps():
+    """Slices of 100, 75, 74, 25 and 24 pixels (one corner shared: one hematoma): >= 75 % counts 1,
+    25-75 % counts 1/2, < 25 % counts 0. A second blob two slices higher (10 pixels, after an empty
+    slice) adds one slice to the label's unweighted count, none to the weighted one."""
+    labels = np.zeros((8, 50, 50), np.uint8)
+    for k, (rows, cols) in enumerate([(4, 6), (5, 5), (2, 37), (5, 15), (10, 10)]):
+        labels[k, :rows, :cols] = 1
+    labels[6, 40:42, 40:45] = 1
+    iph = measure_labels(labels, grid_affine(0.5, 0.5, 5.0, tilt_deg=20.0))["IPH"]
+    assert [h["voxel_count"] for h in iph["hematomas"]] == [298, 10]
+    first = iph["hematomas"][0]["abc2"]
+    assert first["slice_index"] == 4
+    assert (first["slices_full"], first["slices_half"], first["slices_counted_unweighted"]) == (2, 2, 5)
+    assert first["C_mm"] == pytest.approx(15.0) and first["C_unweighted_mm"] == pytest.approx(25.0)
+    label_level = iph["abc2"]
+    assert (label_level["slices_full"], label_level["slices_half"]) == (2, 2)
+    assert label_level["slices_counted_unweighted"] == 6

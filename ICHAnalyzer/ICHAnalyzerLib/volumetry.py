@@ -20,7 +20,8 @@ Conventions (all measurements in millimetres, end points in LPS):
   line perpendicular to A (so the drawn line lies on the lesion; a line crossing two lobes counts the
   longer lobe only); C = dz x (slices with area >= 75 % of the largest + 0.5 x slices with 25-75 %);
   unweighted C = dz x number of slices with lesion. ABC/2 = A * B * C / 2 (mL = mm^3 / 1000).
-- Max thickness (meant for SDH/EDH, computed for every entry): ``2 x (max EDT - w/4)`` where EDT is the
+- Max thickness, for SDH and EDH (and each of their hematomas; None for the other subtypes and for
+  ``total``, where it has no clinical use): ``2 x (max EDT - w/4)`` where EDT is the
   in-plane Euclidean distance transform (anisotropic sampling, each slice on its own: distance from a
   lesion pixel centre to the nearest outside pixel centre) and ``w`` the pixel width along the direction
   to that outside pixel; the quarter pixel makes rasterized plates unbiased (rasterized discs read about
@@ -233,65 +234,79 @@ def _abc2(mask: np.ndarray, offset: tuple[int, int, int], grid: _Grid) -> dict:
     return {"abc2_ml": ab * c_mm, "abc2_unweighted_ml": ab * c_unweighted, "abc2": detail}
 
 
-def _measure_mask(mask: np.ndarray, offset: tuple[int, int, int], grid: _Grid) -> dict:
-    """Volume, ABC/2 and thickness of a non-empty 3D boolean crop whose voxel [0, 0, 0] is ``offset``."""
-    count = int(np.count_nonzero(mask))
-    volume_ml = count * grid.voxel_mm3 / 1000.0
-    abc = _abc2(mask, offset, grid)
-    thick, ends, k = _thickness(mask, grid)
+class _Measurer:
+    """Measures boolean crops of the label map; remembers volume and ABC/2 of each crop, since a hematoma of
+    a subtype is often also a hematoma of the union (same box and voxel count means the same voxels)."""
 
-    def pct(estimate: float) -> float:
-        return _rnd((estimate - volume_ml) / volume_ml * 100.0, _PCT_DECIMALS)
+    def __init__(self, grid: _Grid) -> None:
+        self.grid = grid
+        self._cache: dict[tuple, dict] = {}
 
-    return {
-        "voxel_count": count,
-        "volume_ml": _rnd(volume_ml, _ML_DECIMALS),
-        "abc2_ml": _rnd(abc["abc2_ml"], _ML_DECIMALS),
-        "abc2_unweighted_ml": _rnd(abc["abc2_unweighted_ml"], _ML_DECIMALS),
-        "abc2_difference_pct": pct(abc["abc2_ml"]),
-        "abc2": abc["abc2"],
-        "max_thickness_mm": _rnd(thick, _MM_DECIMALS),
-        "thickness_endpoints": grid.to_lps(_ijk_points(ends, k, offset, grid)),
-    }
+    def measure(self, mask: np.ndarray, offset: tuple[int, int, int], thickness: bool) -> dict:
+        """Volume, ABC/2 and (if asked) thickness of a non-empty crop whose voxel [0, 0, 0] is ``offset``."""
+        grid = self.grid
+        count = int(np.count_nonzero(mask))
+        key = (offset, mask.shape, count)
+        if key not in self._cache:
+            volume_ml = count * grid.voxel_mm3 / 1000.0
+            abc = _abc2(mask, offset, grid)
+
+            def pct(estimate: float) -> float:
+                return _rnd((estimate - volume_ml) / volume_ml * 100.0, _PCT_DECIMALS)
+
+            self._cache[key] = {
+                "voxel_count": count,
+                "volume_ml": _rnd(volume_ml, _ML_DECIMALS),
+                "abc2_ml": _rnd(abc["abc2_ml"], _ML_DECIMALS),
+                "abc2_unweighted_ml": _rnd(abc["abc2_unweighted_ml"], _ML_DECIMALS),
+                "abc2_difference_pct": pct(abc["abc2_ml"]),
+                "abc2": abc["abc2"],
+            }
+        measures = {**self._cache[key], "max_thickness_mm": None, "thickness_endpoints": None}
+        if thickness:
+            thick, ends, k = _thickness(mask, grid)
+            measures["max_thickness_mm"] = _rnd(thick, _MM_DECIMALS)
+            measures["thickness_endpoints"] = grid.to_lps(_ijk_points(ends, k, offset, grid))
+        return measures
+
+    def hematomas(self, mask: np.ndarray, offset: tuple[int, int, int], thickness: bool) -> list[dict]:
+        """Connected components (3D, full connectivity) of a boolean crop, largest first."""
+        components, n = ndimage.label(mask, structure=FULL_CONNECTIVITY)
+        sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+        boxes = ndimage.find_objects(components)
+        order = sorted(range(n), key=lambda c: (-sizes[c], c))
+        result = []
+        for rank, c in enumerate(order, start=1):
+            box = boxes[c]
+            sub = components[box] == c + 1
+            sub_offset = tuple(o + s.start for o, s in zip(offset, box, strict=True))
+            ijk = np.argwhere(sub).mean(axis=0) + np.array(sub_offset)  # (k, j, i)
+            entry = {"id": rank, **self.measure(sub, sub_offset, thickness)}
+            entry["centroid_lps"] = self.grid.to_lps(ijk[None, ::-1])[0]
+            keys = ("id", "voxel_count", "volume_ml", "centroid_lps", "abc2_ml", "abc2_unweighted_ml",
+                    "abc2_difference_pct", "abc2", "max_thickness_mm", "thickness_endpoints")
+            result.append({key: entry[key] for key in keys})
+        return result
+
+    def entry(self, mask: np.ndarray | None, offset: tuple[int, int, int], thickness: bool) -> dict:
+        """Measures of a whole subtype (or the union) and of each of its hematomas."""
+        if mask is None or not mask.any():
+            return {**_empty_measures(), "hematomas": []}
+        hematomas = self.hematomas(mask, offset, thickness)
+        if len(hematomas) == 1:  # the label is its only hematoma: reuse its measures
+            measures = {k: v for k, v in hematomas[0].items() if k not in ("id", "centroid_lps")}
+        else:
+            measures = self.measure(mask, offset, thickness=False)
+            if thickness:
+                thickest = max(hematomas, key=lambda h: h["max_thickness_mm"])
+                measures["max_thickness_mm"] = thickest["max_thickness_mm"]
+                measures["thickness_endpoints"] = thickest["thickness_endpoints"]
+        return {**measures, "hematomas": hematomas}
 
 
 def _empty_measures() -> dict:
     return {"voxel_count": 0, "volume_ml": 0.0, "abc2_ml": None, "abc2_unweighted_ml": None,
             "abc2_difference_pct": None, "abc2": None, "max_thickness_mm": None, "thickness_endpoints": None}
-
-
-def _hematomas(mask: np.ndarray, offset: tuple[int, int, int], grid: _Grid) -> list[dict]:
-    """Connected components (3D, full connectivity) of a boolean crop, largest first."""
-    components, n = ndimage.label(mask, structure=FULL_CONNECTIVITY)
-    sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
-    boxes = ndimage.find_objects(components)
-    order = sorted(range(n), key=lambda c: (-sizes[c], c))
-    result = []
-    for rank, c in enumerate(order, start=1):
-        box = boxes[c]
-        sub = components[box] == c + 1
-        sub_offset = tuple(o + s.start for o, s in zip(offset, box, strict=True))
-        ijk = np.argwhere(sub).mean(axis=0) + np.array(sub_offset)  # (k, j, i)
-        entry = {"id": rank, **_measure_mask(sub, sub_offset, grid)}
-        entry["centroid_lps"] = grid.to_lps(ijk[None, ::-1])[0]
-        keys = ("id", "voxel_count", "volume_ml", "centroid_lps", "abc2_ml", "abc2_unweighted_ml",
-                "abc2_difference_pct", "abc2", "max_thickness_mm", "thickness_endpoints")
-        result.append({key: entry[key] for key in keys})
-    return result
-
-
-def _measure_entry(mask: np.ndarray | None, offset: tuple[int, int, int], grid: _Grid) -> dict:
-    if mask is None or not mask.any():
-        return {**_empty_measures(), "hematomas": []}
-    hematomas = _hematomas(mask, offset, grid)
-    if len(hematomas) == 1:  # the label is its only hematoma: reuse its measures
-        measures = {k: v for k, v in hematomas[0].items() if k not in ("id", "centroid_lps")}
-    else:
-        measures = _measure_mask(mask, offset, grid)
-        thickest = max(hematomas, key=lambda h: h["max_thickness_mm"])
-        measures["max_thickness_mm"] = thickest["max_thickness_mm"]
-        measures["thickness_endpoints"] = thickest["thickness_endpoints"]
-    return {**measures, "hematomas": hematomas}
 
 
 def measure_labels(labels: np.ndarray, affine: np.ndarray) -> dict[str, dict]:
@@ -312,13 +327,14 @@ def measure_labels(labels: np.ndarray, affine: np.ndarray) -> dict[str, dict]:
     labels = labels.astype(np.uint8, copy=False)
     boxes = ndimage.find_objects(labels) if labels.size else []
 
+    measurer = _Measurer(grid)
     result: dict[str, dict] = {}
     present: list[str] = []
     for subtype in SUBTYPES:
         box = boxes[subtype.label - 1] if subtype.label <= len(boxes) else None
         mask = None if box is None else labels[box] == subtype.label
         offset = (0, 0, 0) if box is None else tuple(s.start for s in box)
-        entry = _measure_entry(mask, offset, grid)
+        entry = measurer.entry(mask, offset, thickness=subtype.extra_axial)
         if entry["voxel_count"]:
             present.append(subtype.key)
         result[subtype.key] = {"label": subtype.label, **entry,
@@ -326,10 +342,10 @@ def measure_labels(labels: np.ndarray, affine: np.ndarray) -> dict[str, dict]:
 
     used = [b for b in boxes if b is not None]
     if not used:
-        total = _measure_entry(None, (0, 0, 0), grid)
+        total = measurer.entry(None, (0, 0, 0), thickness=False)
     else:
         union = tuple(slice(min(b[a].start for b in used), max(b[a].stop for b in used)) for a in range(3))
-        total = _measure_entry(labels[union] > 0, tuple(s.start for s in union), grid)
+        total = measurer.entry(labels[union] > 0, tuple(s.start for s in union), thickness=False)
     total_applicable = bool(present) and set(present) <= ABC2_APPLICABLE_KEYS and total["voxel_count"] == sum(
         result[key]["voxel_count"] for key in present)
     result["total"] = {**total, "abc2_clinically_applicable": total_applicable}

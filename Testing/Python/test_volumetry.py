@@ -94,8 +94,8 @@ def test_two_blobs_split_into_hematomas_largest_first():
     small_c, big_c = np.array([20.0, 30.0, 27.0]), np.array([55.0, 35.0, 28.0])
     small, big = sphere(shape, affine, small_c, 7.0), sphere(shape, affine, big_c, 11.0)
     assert not np.any(small & big)
-    labels = (small | big).astype(np.uint8)
-    iph = measure_labels(labels, affine)["IPH"]
+    labels = (small | big).astype(np.uint8) * 5
+    iph = measure_labels(labels, affine)["EDH"]
     hematomas = iph["hematomas"]
     assert [h["id"] for h in hematomas] == [1, 2]
     assert [h["voxel_count"] for h in hematomas] == [int(big.sum()), int(small.sum())]
@@ -103,7 +103,8 @@ def test_two_blobs_split_into_hematomas_largest_first():
     assert np.allclose(hematomas[0]["centroid_lps"], big_c, atol=0.6)
     assert np.allclose(hematomas[1]["centroid_lps"], small_c, atol=0.6)
     assert iph["voxel_count"] == sum(h["voxel_count"] for h in hematomas)
-    assert iph["max_thickness_mm"] == max(h["max_thickness_mm"] for h in hematomas)
+    assert iph["max_thickness_mm"] == hematomas[0]["max_thickness_mm"] > hematomas[1]["max_thickness_mm"]
+    assert iph["thickness_endpoints"] == hematomas[0]["thickness_endpoints"]
     # the label-level A spans both blobs on the largest slice: longer than either blob's own A
     assert iph["abc2"]["A_mm"] > hematomas[0]["abc2"]["A_mm"] + 10
 
@@ -125,12 +126,15 @@ def test_applicability_and_total():
     only_iph = measure_labels(labels, affine)
     assert only_iph["IPH"]["abc2_clinically_applicable"] and only_iph["total"]["abc2_clinically_applicable"]
     assert only_iph["total"]["abc2_ml"] == only_iph["IPH"]["abc2_ml"]
+    assert only_iph["IPH"]["max_thickness_mm"] is None and only_iph["total"]["max_thickness_mm"] is None
     labels[shell_sector(shape, affine, (50.0, 50.0), 40.0, 46.0, 40.0, (10.0, 35.0), direction_deg=-90)] = 4
     both = measure_labels(labels, affine)
     assert both["total"]["abc2_clinically_applicable"] is False
     assert not both["SDH"]["abc2_clinically_applicable"] and not both["IVH"]["abc2_clinically_applicable"]
     assert both["total"]["voxel_count"] == both["IPH"]["voxel_count"] + both["SDH"]["voxel_count"]
     assert len(both["total"]["hematomas"]) == 2
+    assert both["SDH"]["max_thickness_mm"] == pytest.approx(6.0, abs=0.75)
+    assert [h["max_thickness_mm"] for h in both["total"]["hematomas"]] == [None, None]
 
 
 def test_bad_input_raises_input_error():

@@ -55,6 +55,7 @@ _PCT_DECIMALS = 2
 END_MARGIN_PIXELS = 0.25
 # Taken off each end of a B chord measured edge to edge along the sampled line (pixel widths).
 B_TRIM_PIXELS = 0.25
+_B_CANDIDATE_LINES = 4
 # Taken off the distance from the deepest pixel centre to the nearest outside pixel centre (pixel widths).
 THICKNESS_MARGIN_PIXELS = 0.25
 
@@ -111,21 +112,14 @@ def _longest_runs(inside: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return start_line, start, stop - 1
 
 
-def _sample_pixels(mask2d: np.ndarray, grid: _Grid, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest pixel (j, i) of in-plane points ``xy[..., 2]`` (mm) and whether it lies in the lesion."""
+def _inside(mask2d: np.ndarray, grid: _Grid, xy: np.ndarray) -> np.ndarray:
+    """Whether the nearest pixel of each in-plane point ``xy[..., 2]`` (mm, crop frame) is lesion."""
     i = np.rint(xy[..., 0] / grid.dx).astype(np.intp)
     j = np.rint(xy[..., 1] / grid.dy).astype(np.intp)
     valid = (i >= 0) & (i < mask2d.shape[1]) & (j >= 0) & (j < mask2d.shape[0])
     inside = np.zeros(i.shape, bool)
     inside[valid] = mask2d[j[valid], i[valid]]
-    return np.stack([j, i], axis=-1), inside
-
-
-def _chord_extent(pixels_ji: np.ndarray, grid: _Grid, origin: np.ndarray,
-                  direction: np.ndarray) -> np.ndarray:
-    """Projection on ``direction`` of pixel centres ``(..., [j, i])`` relative to ``origin`` (mm)."""
-    xy = pixels_ji[..., ::-1] * np.array([grid.dx, grid.dy])
-    return (xy - origin) @ direction
+    return inside
 
 
 def _row_extremes(mask2d: np.ndarray, grid: _Grid) -> np.ndarray:
@@ -164,21 +158,34 @@ def _diameters(mask2d: np.ndarray, grid: _Grid) -> dict:
     a_len = float((q - p) @ u) + 2 * m_u
     a_ends = np.array([p - u * m_u, q + u * m_u])
 
-    # B: the longest contiguous chord along v (perpendicular to A), over lines a quarter pixel apart, each
+    # B: the longest contiguous chord along v (perpendicular to A), on lines a quarter pixel apart, each
     # sampled every quarter pixel (nearest pixel): the run of lesion samples, edge to edge, less a margin.
+    # Lines one pixel apart, sampled every half pixel, first pick where to look (the best few, +-1 pixel).
     v = np.array([-u[1], u[0]])
     w_v = grid.width(v)
-    step = min(grid.dx, grid.dy) / 4
+    pixel = min(grid.dx, grid.dy)
     t_proj, v_proj = extremes @ u, extremes @ v
-    offsets = np.arange(t_proj.min(), t_proj.max() + step / 2, step)
-    along = np.arange(v_proj.min() - w_v, v_proj.max() + w_v + step / 2, step)
-    _, inside = _sample_pixels(mask2d, grid, offsets[:, None, None] * u + along[None, :, None] * v)
-    line, first, last = _longest_runs(inside)
+    v_lo, v_hi = v_proj.min() - w_v, v_proj.max() + w_v
+
+    def runs(offsets: np.ndarray, step: float) -> tuple[np.ndarray, ...]:
+        along = np.arange(v_lo, v_hi + step / 2, step)
+        inside = _inside(mask2d, grid, offsets[:, None, None] * u + along[None, :, None] * v)
+        line, first, last = _longest_runs(inside)
+        return along, line, first, last, (last - first) * step
+
+    coarse = np.arange(t_proj.min(), t_proj.max() + pixel / 2, pixel)
+    _, line, _, _, extent = runs(coarse, pixel / 2)
+    order = np.argsort(-extent, kind="stable")
+    best_lines = list(dict.fromkeys(line[order].tolist()))[:_B_CANDIDATE_LINES]
+    step = pixel / 4
+    fine = np.unique(np.concatenate([coarse[b] + np.arange(-4, 5) * step for b in best_lines]))
+    fine = fine[(fine >= t_proj.min() - pixel / 2) & (fine <= t_proj.max() + pixel / 2)]
+    along, line, first, last, extent = runs(fine, step)
     trim = B_TRIM_PIXELS * w_v - step / 2
-    lengths = (last - first) * step - 2 * trim
+    lengths = extent - 2 * trim
     mid_t = float((p + q) @ u / 2)
-    best = int(np.argmax(lengths - 1e-6 * np.abs(offsets[line] - mid_t) / grid.width(u)))
-    t_best = offsets[line[best]]
+    best = int(np.argmax(lengths - 1e-6 * np.abs(fine[line] - mid_t) / grid.width(u)))
+    t_best = fine[line[best]]
     b_ends = np.array([t_best * u + (along[first[best]] + trim) * v,
                        t_best * u + (along[last[best]] - trim) * v])
     return {"A": a_len, "B": float(lengths[best]), "A_ends": a_ends, "B_ends": b_ends}

@@ -216,7 +216,7 @@ def _ijk_points(xy: np.ndarray, k: float, offset: tuple[int, int, int], grid: _G
 
 
 def _abc2(mask: np.ndarray, offset: tuple[int, int, int], grid: _Grid) -> dict:
-    areas = mask.sum(axis=(1, 2))
+    areas = np.count_nonzero(mask, axis=(1, 2))
     k = int(np.argmax(areas))
     ratio = areas / areas[k]
     full = int(np.count_nonzero(ratio >= 0.75))

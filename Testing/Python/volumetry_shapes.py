@@ -81,3 +81,18 @@ def sphere_lens_volume(r1: float, r2: float, d: float) -> float:
         return 4 / 3 * math.pi * min(r1, r2) ** 3
     return (math.pi * (r1 + r2 - d) ** 2
             * (d * d + 2 * d * r2 - 3 * r2 * r2 + 2 * d * r1 + 6 * r1 * r2 - 3 * r1 * r1) / (12 * d))
+
+
+def rotation_matrix(axis: np.ndarray, angle_deg: float) -> np.ndarray:
+    """Rotation about a unit ``axis`` by ``angle_deg`` (Rodrigues)."""
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    t = math.radians(angle_deg)
+    return np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * (k @ k)
+
+
+def oriented_ellipsoid(points: np.ndarray, centre: np.ndarray, axes: np.ndarray,
+                       rotation: np.ndarray) -> np.ndarray:
+    """Ellipsoid with semi-axes ``axes`` along the columns of ``rotation``, at LPS ``points[..., 3]``."""
+    local = (points - centre) @ rotation
+    return np.sum((local / np.asarray(axes, float)) ** 2, axis=-1) <= 1.0

@@ -27,7 +27,8 @@ from .volume import CTVolume
 BONE_HU = 200.0  # skull (cortical bone > 500 HU; partial volume of the thin inner table ~200-400 HU)
 SOFT_HU = (-20.0, 130.0)  # CSF (0-15), brain (20-45), blood (50-90), hyperdense clot; excludes fat, air
 COARSE_MM = 2.0  # in-plane block size of the coarse grid
-GAP_RADII_MM = (2.0, 4.0, 7.0, 12.0)  # bone thickenings tried per slice: close skull-ring openings up to ~2x
+GAP_RADII_MM = (2.0, 4.0, 7.0)  # bone thickenings tried per slice: close skull-ring openings up to ~2x
+LAST_RESORT_RADIUS_MM = 12.0  # only where none of the above encloses a cavity
 OPEN_MM = 4.0  # in-plane erosion radius that separates the brain from what leaks through openings
 MAX_BONE_HOLE_MM2 = 150.0  # calcifications (choroid plexus, pineal, falx) are smaller
 MIN_SLICE_FRACTION = 0.02  # cavity smaller than this fraction of the slice's head area is ignored
@@ -38,6 +39,7 @@ _IN_PLANE[1] = True
 # 3D connectivity: 8 in-plane neighbours plus the voxel straight above/below.
 _CONN_3D = _IN_PLANE.copy()
 _CONN_3D[0, 1, 1] = _CONN_3D[2, 1, 1] = True
+_CONN_FULL = np.ones((3, 3, 3), bool)  # the returned mask is one component in this sense (26-connected)
 
 
 def _disk(radius_px: float) -> np.ndarray:
@@ -101,27 +103,35 @@ def _convex_hull_mask(points_mask: np.ndarray) -> np.ndarray:
     return inside.reshape(points_mask.shape)
 
 
-def _cranial_cavity(bone_c: np.ndarray, head_c: np.ndarray, block_mm: float) -> np.ndarray:
-    """Per-slice cavity enclosed by the skull ring (coarse grid), closing openings adaptively.
+def _enclosed(ring_bone: np.ndarray, bone_c: np.ndarray, radius_px: float) -> np.ndarray:
+    """Per-slice holes of ``ring_bone`` thickened by ``radius_px``, grown back by it outside ``bone_c``."""
+    grow = _disk(radius_px)
+    ring = ndi.binary_dilation(ring_bone, structure=grow)
+    holes = _fill_holes_per_slice(ring) & ~ring
+    return ndi.binary_dilation(holes, structure=grow) & ~bone_c
 
-    For each gap radius the bone is thickened by it, the holes of the ring are filled and then grown
-    back by the same radius (without entering bone). Each slice uses the smallest radius that encloses
-    a cavity of at least ``MIN_SLICE_FRACTION`` of the head's area on that slice, so a closed ring keeps
-    its exact outline and an open ring (skull base, vertex) is closed with the least bridging.
-    Slices between the lowest and highest enclosed ones whose ring stays open at every radius (e.g.
-    where partial-volumed orbital roofs leave the front open) fall back to the ring's convex hull.
+
+def _cranial_cavity(bone_c: np.ndarray, head_c: np.ndarray, block_mm: float) -> np.ndarray:
+    """Per-slice cavity enclosed by the skull ring (coarse grid), bridging openings of the ring.
+
+    Union of: the holes of the ring thickened by each of ``GAP_RADII_MM`` (grown back by the same radius
+    without entering bone), and the holes of the ring merged with the neighbouring slices' bone (an
+    oblique or partial-volumed wall, e.g. on tilted series). Slices where none of these encloses at least
+    ``MIN_SLICE_FRACTION`` of the head use ``LAST_RESORT_RADIUS_MM``; slices in between enclosed ones that
+    stay open (partial-volumed orbital roofs) fall back to the ring's convex hull. What gets enclosed
+    outside the skull (masticator space, neck) is cut off later by the opening and largest component.
     """
-    head_area = np.maximum(head_c.sum(axis=(1, 2)), 1)
+    min_area = MIN_SLICE_FRACTION * np.maximum(head_c.sum(axis=(1, 2)), 1)
     cavity = np.zeros(bone_c.shape, bool)
-    done = np.zeros(bone_c.shape[0], bool)
     for radius_mm in GAP_RADII_MM:
-        grow = _disk(radius_mm / block_mm)
-        ring = ndi.binary_dilation(bone_c, structure=grow)
-        holes = _fill_holes_per_slice(ring) & ~ring
-        holes = ndi.binary_dilation(holes, structure=grow) & ~bone_c
-        enclosed = (holes.sum(axis=(1, 2)) >= MIN_SLICE_FRACTION * head_area) & ~done
-        cavity[enclosed] = holes[enclosed]
-        done |= enclosed
+        cavity |= _enclosed(bone_c, bone_c, radius_mm / block_mm)
+    done = cavity.sum(axis=(1, 2)) >= min_area
+    if not done.all():
+        wide = _enclosed(bone_c, bone_c, LAST_RESORT_RADIUS_MM / block_mm)
+        rescued = ~done & (wide.sum(axis=(1, 2)) >= min_area)
+        cavity[rescued] = wide[rescued]
+        done |= rescued
+    cavity[~done] = False
     if done.any():
         first, last = np.flatnonzero(done)[[0, -1]]
         for k in range(first + 1, last):
@@ -146,6 +156,9 @@ def brain_mask(ct: CTVolume) -> np.ndarray:
     cavity = _cranial_cavity(bone_c, bone_c | soft_c, block_mm)
 
     candidate = cavity & soft_c
+    # A region enclosed on the slices above and below is inside on this one too (its ring may be open
+    # here: oblique petrous ridges or orbital roofs on tilted series).
+    candidate[1:-1] |= candidate[:-2] & candidate[2:] & soft_c[1:-1] & ~bone_c[1:-1]
     opener = _disk(OPEN_MM / block_mm)
     core = ndi.binary_erosion(candidate, structure=opener)
     core = _largest_component(core, _CONN_3D)
@@ -161,7 +174,8 @@ def brain_mask(ct: CTVolume) -> np.ndarray:
     keep = np.unique(labels[core_up & fine])
     keep = keep[keep > 0]
     mask = np.isin(labels, keep) if keep.size else fine
-    return _fill_small_holes(mask, bone, MAX_BONE_HOLE_MM2 / (dx * dy))
+    mask = _fill_small_holes(mask, bone, MAX_BONE_HOLE_MM2 / (dx * dy))
+    return _largest_component(mask, _CONN_FULL)
 
 
 def _fill_small_holes(mask: np.ndarray, bone: np.ndarray, max_bone_hole_px: float) -> np.ndarray:

@@ -31,6 +31,7 @@ GAP_RADII_MM = (2.0, 4.0, 7.0)  # bone thickenings tried per slice: close skull-
 LAST_RESORT_RADIUS_MM = 12.0  # only where none of the above encloses a cavity
 OPEN_MM = 4.0  # in-plane erosion radius that separates the brain from what leaks through openings
 MAX_BONE_HOLE_MM2 = 150.0  # calcifications (choroid plexus, pineal, falx) are smaller
+MIN_PIECE_MM2 = 100.0  # smaller in-plane pieces of the mask are dropped
 MIN_SLICE_FRACTION = 0.02  # cavity smaller than this fraction of the slice's head area is ignored
 
 # In-plane 8-connectivity only (per-slice operations on a 3D array).
@@ -71,16 +72,20 @@ def _largest_component(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
-def _block_reduce(arr: np.ndarray, f: int, how: str) -> np.ndarray:
-    """In-plane block reduction of a bool array by factor ``f`` ('any' or 'mean')."""
+def _block_count(arr: np.ndarray, f: int) -> np.ndarray:
+    """Number of True voxels in each in-plane ``f`` x ``f`` block (strided sums: fast on big arrays)."""
     nk, nj, ni = arr.shape
     pj, pi = (-nj) % f, (-ni) % f
     if pj or pi:
         arr = np.pad(arr, ((0, 0), (0, pj), (0, pi)))
-    blocks = arr.reshape(nk, arr.shape[1] // f, f, arr.shape[2] // f, f)
-    if how == "any":
-        return blocks.any(axis=(2, 4))
-    return blocks.mean(axis=(2, 4), dtype=np.float32)
+    data = arr.view(np.uint8)
+    rows = np.zeros((nk, data.shape[1], data.shape[2] // f), np.uint16)
+    for q in range(f):
+        rows += data[:, :, q::f]
+    counts = np.zeros((nk, data.shape[1] // f, data.shape[2] // f), np.uint16)
+    for q in range(f):
+        counts += rows[:, q::f, :]
+    return counts
 
 
 def _upsample(coarse: np.ndarray, f: int, shape: tuple[int, int, int]) -> np.ndarray:
@@ -111,32 +116,64 @@ def _enclosed(ring_bone: np.ndarray, bone_c: np.ndarray, radius_px: float) -> np
     return ndi.binary_dilation(holes, structure=grow) & ~bone_c
 
 
+def _extend(cavity: np.ndarray, wider: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """``cavity`` plus the in-plane components of ``wider`` that overlap it or lie mostly (>= half) on
+    ``support`` (what the neighbouring slices enclose)."""
+    labels, n = ndi.label(wider, structure=_IN_PLANE)
+    if n == 0:
+        return cavity
+    keep = np.zeros(n + 1, bool)
+    keep[np.unique(labels[cavity & wider])] = True
+    size = np.bincount(labels.ravel(), minlength=n + 1)
+    supported = np.bincount(labels[support & wider], minlength=n + 1)
+    keep |= supported >= 0.5 * size
+    keep[0] = False
+    return cavity | keep[labels]
+
+
 def _cranial_cavity(bone_c: np.ndarray, head_c: np.ndarray, block_mm: float) -> np.ndarray:
     """Per-slice cavity enclosed by the skull ring (coarse grid), bridging openings of the ring.
 
-    Union of: the holes of the ring thickened by each of ``GAP_RADII_MM`` (grown back by the same radius
-    without entering bone), and the holes of the ring merged with the neighbouring slices' bone (an
-    oblique or partial-volumed wall, e.g. on tilted series). Slices where none of these encloses at least
-    ``MIN_SLICE_FRACTION`` of the head use ``LAST_RESORT_RADIUS_MM``; slices in between enclosed ones that
-    stay open (partial-volumed orbital roofs) fall back to the ring's convex hull. What gets enclosed
-    outside the skull (masticator space, neck) is cut off later by the opening and largest component.
+    The ring is thickened by each of ``GAP_RADII_MM``, its holes filled and grown back by the same radius
+    without entering bone. On each slice the smallest radius that encloses at least ``MIN_SLICE_FRACTION``
+    of the head's area gives the base regions; larger radii add regions that extend them (an opening of
+    their wall) or lie mostly over what the slices above/below enclose at their base (an oblique wall on
+    tilted series), never other new ones: regions enclosed only by wide bridging below the skull base
+    (masticator space, nasopharynx) would otherwise join the brain through its thin floor. Slices
+    between enclosed ones that stay open at every radius (partial-volumed orbital roofs) use
+    ``LAST_RESORT_RADIUS_MM`` or else the ring's convex hull, bounded by the nearest enclosed slices.
     """
     min_area = MIN_SLICE_FRACTION * np.maximum(head_c.sum(axis=(1, 2)), 1)
-    cavity = np.zeros(bone_c.shape, bool)
-    for radius_mm in GAP_RADII_MM:
-        cavity |= _enclosed(bone_c, bone_c, radius_mm / block_mm)
-    done = cavity.sum(axis=(1, 2)) >= min_area
-    if not done.all():
-        wide = _enclosed(bone_c, bone_c, LAST_RESORT_RADIUS_MM / block_mm)
-        rescued = ~done & (wide.sum(axis=(1, 2)) >= min_area)
-        cavity[rescued] = wide[rescued]
-        done |= rescued
-    cavity[~done] = False
-    if done.any():
-        first, last = np.flatnonzero(done)[[0, -1]]
-        for k in range(first + 1, last):
-            if not done[k]:
-                cavity[k] = _convex_hull_mask(bone_c[k]) & ~bone_c[k]
+    enclosed = [_enclosed(bone_c, bone_c, r / block_mm) for r in GAP_RADII_MM]
+    big = np.stack([e.sum(axis=(1, 2)) >= min_area for e in enclosed])  # [radius, k]
+    done = big.any(axis=0)
+    first = np.argmax(big, axis=0)
+    base = np.zeros(bone_c.shape, bool)
+    for k in np.flatnonzero(done):
+        base[k] = enclosed[first[k]][k]
+    support = np.zeros(bone_c.shape, bool)
+    support[1:] |= base[:-1]
+    support[:-1] |= base[1:]
+    cavity = base.copy()
+    for r, wider in enumerate(enclosed):
+        later = np.flatnonzero(done & (first < r))
+        if later.size:
+            cavity[later] = _extend(cavity[later], wider[later], support[later])
+    if done.all() or not done.any():
+        return cavity
+    # Open slices: the widest bridging, else the ring's convex hull, bounded by what the nearest enclosed
+    # slices below and above enclose (the brain's section changes little from one slice to the next).
+    wide = _enclosed(bone_c, bone_c, LAST_RESORT_RADIUS_MM / block_mm)
+    enclosed_k = np.flatnonzero(done)
+    grow = _disk(1.5)
+    for k in range(enclosed_k[0] + 1, enclosed_k[-1]):
+        if done[k]:
+            continue
+        below = enclosed_k[enclosed_k < k][-1]
+        above = enclosed_k[enclosed_k > k][0]
+        bound = ndi.binary_dilation(cavity[below] | cavity[above], structure=grow[0])
+        section = wide[k] if wide[k].sum() >= min_area[k] else _convex_hull_mask(bone_c[k]) & ~bone_c[k]
+        cavity[k] = section & bound
     return cavity
 
 
@@ -150,8 +187,8 @@ def brain_mask(ct: CTVolume) -> np.ndarray:
 
     f = max(1, int(round(COARSE_MM / pixel)))
     block_mm = f * pixel
-    bone_c = _block_reduce(bone, f, "any")
-    soft_c = _block_reduce(soft, f, "mean") >= 0.5
+    bone_c = _block_count(bone, f) > 0
+    soft_c = _block_count(soft, f) >= f * f / 2.0
 
     cavity = _cranial_cavity(bone_c, bone_c | soft_c, block_mm)
 
@@ -166,16 +203,29 @@ def brain_mask(ct: CTVolume) -> np.ndarray:
         return np.zeros(hu.shape, bool)
     core = ndi.binary_dilation(core, structure=opener) & candidate
 
-    # Full resolution: soft-tissue voxels within one block of the core, connected to it.
-    near = _upsample(ndi.binary_dilation(core, structure=_disk(1.5)), f, hu.shape)
-    fine = near & soft & ~bone
-    labels, _ = ndi.label(fine, structure=_CONN_3D)
-    core_up = _upsample(core, f, hu.shape)
-    keep = np.unique(labels[core_up & fine])
-    keep = keep[keep > 0]
-    mask = np.isin(labels, keep) if keep.size else fine
-    mask = _fill_small_holes(mask, bone, MAX_BONE_HOLE_MM2 / (dx * dy))
-    return _largest_component(mask, _CONN_FULL)
+    # Full resolution, within the core's bounding box: soft-tissue voxels within one block of the core;
+    # the largest 26-connected piece with its per-slice holes filled (calcifications) is the mask.
+    near_c = ndi.binary_dilation(core, structure=_disk(1.5))
+    ks, js, is_ = (np.flatnonzero(near_c.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
+    k0, k1 = ks[0], ks[-1] + 1
+    j0, j1 = js[0] * f, min((js[-1] + 1) * f, hu.shape[1])
+    i0, i1 = is_[0] * f, min((is_[-1] + 1) * f, hu.shape[2])
+    box = (slice(k0, k1), slice(j0, j1), slice(i0, i1))
+    near = _upsample(near_c[k0:k1, js[0] : js[-1] + 1, is_[0] : is_[-1] + 1], f, (k1 - k0, j1 - j0, i1 - i0))
+    fine = _drop_small_pieces(near & soft[box] & ~bone[box], MIN_PIECE_MM2 / (dx * dy))
+    fine = _largest_component(fine, _CONN_FULL)
+    mask = np.zeros(hu.shape, bool)
+    mask[box] = _fill_small_holes(fine, bone[box], MAX_BONE_HOLE_MM2 / (dx * dy))
+    return mask
+
+
+def _drop_small_pieces(mask: np.ndarray, min_px: float) -> np.ndarray:
+    """Remove in-plane pieces smaller than ``min_px`` (block-shaped slivers in orbits, foramina)."""
+    labels, n = ndi.label(mask, structure=_IN_PLANE)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = sizes >= min_px
+    keep[0] = False
+    return keep[labels]
 
 
 def _fill_small_holes(mask: np.ndarray, bone: np.ndarray, max_bone_hole_px: float) -> np.ndarray:

@@ -188,7 +188,7 @@ def paragraphs(*texts: str) -> list[str]:
     out = []
     for text in texts:
         indent = "  " if text.startswith("- ") else ""
-        out += [textwrap.fill(text, 100, subsequent_indent=indent), ""]
+        out += [textwrap.fill(text, 100, subsequent_indent=indent, break_on_hyphens=False), ""]
     return out
 
 

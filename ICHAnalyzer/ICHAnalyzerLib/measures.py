@@ -566,53 +566,88 @@ def _infratentorial_origin(volumes: dict, location: dict | None) -> bool | None:
 
 # --- validation helper ---------------------------------------------------------------------------
 
-SIMULATED_SHIFT_SIGMA_MM = (20.0, 35.0, 25.0)  # across the midline, along it (A-P), along the slice normal
+SIMULATED_SHIFT_SIGMA_MM = (20.0, 30.0, 25.0)  # across the midline, along it (A-P), along the slice normal
 
 
-def simulate_midline_shift(ct: CTVolume, centre_lps: np.ndarray, normal: np.ndarray, shift_mm: float,
-                           sigma_mm: tuple[float, float, float] = SIMULATED_SHIFT_SIGMA_MM
-                           ) -> tuple[CTVolume, float]:
+class ShiftField:
+    """Simulated mass effect: ``u(p) = A * g(p) * w(p) * normal`` (validation of the midline shift).
+
+    ``g`` is an anisotropic Gaussian bump centred on ``centre_lps`` (``sigma_mm`` across the midline, along
+    it, and along the slice normal); ``w`` rises from 0 at the inner table of the skull to 1 at
+    ``TAPER_MM`` inside the intracranial mask, so the skull and the falx attachments stay in place,
+    as they do in real mass effect. ``A`` is chosen so that the structure at the centre moves by
+    exactly ``shift_mm``; structures away from it move less (:meth:`displacement`).
+    """
+
+    TAPER_MM = 15.0
+
+    def __init__(self, ct: CTVolume, brain: np.ndarray, centre_lps: np.ndarray, normal: np.ndarray,
+                 shift_mm: float, sigma_mm: tuple[float, float, float] = SIMULATED_SHIFT_SIGMA_MM) -> None:
+        self.ct = ct
+        self.centre = np.asarray(centre_lps, float)
+        self.normal = np.asarray(normal, float) / np.linalg.norm(normal)
+        self.shift_mm = float(shift_mm)
+        self.sigma_mm = np.asarray(sigma_mm, float)
+        # peak height such that the structure at the centre moves by exactly shift_mm: it ends at
+        # d = A * exp(-d^2 / (2 sigma_across^2)) along the normal (the taper is 1 that deep)
+        self.amplitude = self.shift_mm * math.exp(self.shift_mm ** 2 / (2.0 * self.sigma_mm[0] ** 2))
+        along = np.cross(ct.slice_normal, self.normal)
+        along /= np.linalg.norm(along)
+        self.axes = np.stack([self.normal, along, np.cross(self.normal, along)])  # across, A-P, ~S-I
+        dx, dy, dz = ct.spacing
+        self.depth = ndi.distance_transform_edt(brain, sampling=(dz, dy, dx)).astype(np.float32)
+
+    def magnitude(self, points_lps: np.ndarray) -> np.ndarray:
+        """Displacement (mm, along ``normal``) at each point."""
+        local = (points_lps - self.centre) @ self.axes.T / self.sigma_mm
+        bump = np.exp(-0.5 * np.sum(local * local, axis=-1))
+        vox = self.ct.lps_to_voxel(points_lps)
+        depth = ndi.map_coordinates(self.depth, [vox[:, 2], vox[:, 1], vox[:, 0]], order=1, cval=0.0)
+        taper = np.clip(depth / self.TAPER_MM, 0.0, 1.0)
+        taper = taper * taper * (3.0 - 2.0 * taper)  # smoothstep
+        return self.amplitude * bump * taper
+
+    def displacement(self, point_lps: np.ndarray) -> float:
+        """How far the structure at ``point_lps`` moves along ``normal`` (fixed point of p = q + u(p))."""
+        start = np.asarray(point_lps, float).reshape(1, 3)
+        moved = start.copy()
+        for _ in range(100):  # converges: |grad u| < 1 for the sizes used here
+            moved = start + self.magnitude(moved)[:, None] * self.normal
+        return float(((moved - start) @ self.normal)[0])
+
+    def box(self) -> tuple[np.ndarray, np.ndarray]:
+        """Voxel index bounds (i, j, k) of the region where the bump exceeds ~1 % of its height."""
+        reach = 3.0 * np.sqrt(((self.axes.T * self.sigma_mm) ** 2).sum(axis=1))
+        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+        corners = self.ct.lps_to_voxel(self.centre + signs * reach)
+        lo = np.clip(np.floor(corners.min(axis=0)).astype(int), 0, None)
+        hi = np.minimum(np.ceil(corners.max(axis=0)).astype(int) + 1,
+                        [self.ct.shape[2], self.ct.shape[1], self.ct.shape[0]])
+        return lo, hi
+
+
+def simulate_midline_shift(ct: CTVolume, brain: np.ndarray, centre_lps: np.ndarray, normal: np.ndarray,
+                           shift_mm: float, sigma_mm: tuple[float, float, float] = SIMULATED_SHIFT_SIGMA_MM
+                           ) -> tuple[CTVolume, ShiftField]:
     """A copy of ``ct`` whose midline structures are pushed by ``shift_mm`` along ``normal`` (validation).
 
-    The displacement field is a smooth anisotropic Gaussian bump centred on ``centre_lps``
-    (``sigma_mm`` across the midline, along it, and along the slice normal): ``u(p) = shift * g(p) *
-    normal``; the skull, 60 mm or more away across the midline, moves less than 1 %. The image is
-    resampled backwards (``out(p) = in(p - u(p))``, linear). Returns the new volume and the exact
-    displacement of the point at ``centre_lps`` along ``normal`` (fixed point of ``p = q + u(p)``).
+    See :class:`ShiftField`. The image is resampled backwards (``out(p) = in(p - u(p))``, linear).
+    Returns the new volume and the field (``field.displacement(point)`` is the exact truth).
     """
-    normal = np.asarray(normal, float) / np.linalg.norm(normal)
-    centre = np.asarray(centre_lps, float)
-    ns = ct.slice_normal
-    along = np.cross(ns, normal)
-    along /= np.linalg.norm(along)
-    axes = np.stack([normal, along, np.cross(normal, along)])  # rows: across, A-P, ~S-I
-    inv_sigma = 1.0 / np.asarray(sigma_mm, float)
-
-    def field(points: np.ndarray) -> np.ndarray:
-        local = (points - centre) @ axes.T * inv_sigma
-        return shift_mm * np.exp(-0.5 * np.sum(local * local, axis=-1))
-
-    # only the box where the bump exceeds ~1 % of its height (3 sigma) is resampled
-    reach = 3.0 * np.sqrt(((axes.T * np.asarray(sigma_mm, float)) ** 2).sum(axis=1))
-    corners = centre + np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * reach
-    box = ct.lps_to_voxel(corners)
-    lo = np.clip(np.floor(box.min(axis=0)).astype(int), 0, None)
-    hi = np.minimum(np.ceil(box.max(axis=0)).astype(int) + 1, [ct.shape[2], ct.shape[1], ct.shape[0]])
+    field = ShiftField(ct, brain, centre_lps, normal, shift_mm, sigma_mm)
+    lo, hi = field.box()
     hu = ct.hu.astype(np.float32)
     out = hu.copy()
     jj, ii = np.mgrid[lo[1]:hi[1], lo[0]:hi[0]]
     for k in range(lo[2], hi[2]):
         points = ct.voxel_to_lps(np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, k)], axis=1))
-        amount = field(points)
-        source = ct.lps_to_voxel(points - amount[:, None] * normal)
+        source = ct.lps_to_voxel(points - field.magnitude(points)[:, None] * field.normal)
         values = ndi.map_coordinates(hu, [source[:, 2], source[:, 1], source[:, 0]], order=1, mode="nearest")
         out[k, lo[1]:hi[1], lo[0]:hi[0]] = values.reshape(ii.shape)
-    moved = centre.copy()
-    for _ in range(50):
-        moved = centre + field(moved[None])[0] * normal
-    shifted = CTVolume(hu=out.astype(ct.hu.dtype) if np.issubdtype(ct.hu.dtype, np.floating) else
-                       np.rint(out).astype(ct.hu.dtype), affine=ct.affine.copy(),
+    if not np.issubdtype(ct.hu.dtype, np.floating):
+        out = np.rint(out).astype(ct.hu.dtype)
+    shifted = CTVolume(hu=out, affine=ct.affine.copy(),
                        source=f"{ct.source} (simulated midline shift {shift_mm:+.1f} mm)",
                        series_uid=ct.series_uid, input_slices=list(ct.input_slices),
                        resampling=ct.resampling, warnings=list(ct.warnings))
-    return shifted, float((moved - centre) @ normal)
+    return shifted, field

@@ -39,21 +39,6 @@ def shared_cache() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def truth_on_slice(ct, brain, plane, k, field):
-    """Signed shift the deformed scan should show on slice ``k``: the original septum rows on that slice,
-    each moved by the simulated field (exact), then the same robust statistic as the measurement."""
-    found = measures.septum_on_slice(ct, brain, plane, k)
-    if found is None or len(found["rows"]) < measures.MIN_SEPTUM_ROWS:
-        return None
-    rows = found["rows"].copy()
-    u_dot_n = float(found["u"] @ plane["normal"])
-    for row in rows:
-        point = found["origin"] + row[1] * found["u"] + row[0] * found["v"]
-        row[1] += field.displacement(point) / u_dot_n
-    _, signed, _ = measures.septum_point({**found, "rows": rows}, plane)
-    return signed
-
-
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:+.2f}"
 
@@ -114,7 +99,7 @@ def main() -> None:
             measured = result["signed_shift_mm"]
             expected = None
             if result["slice_index"] is not None:
-                expected = truth_on_slice(ct, brain, plane, result["slice_index"], field)
+                expected = measures.expected_shift_on_slice(ct, brain, plane, result["slice_index"], field)
             error = None if measured is None or expected is None else measured - expected
             if error is not None:
                 errors.append(error)

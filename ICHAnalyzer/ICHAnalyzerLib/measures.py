@@ -43,7 +43,7 @@ SEPTUM_PERCENTILE = 75.0
 LEVEL_RANGE_MM = 10.0
 ROW_STEP_MM = 1.0
 MIN_SEPTUM_ROWS = 6  # at least this many mm of septum along the midline
-RELIABLE_MIN_LENGTH_MM = 10.0  # a shorter septum is reported but flagged unreliable
+RELIABLE_MIN_LENGTH_MM = 8.0  # a shorter septum is reported but flagged unreliable
 RELIABLE_MAX_ROUGHNESS_MM = 0.75
 
 
@@ -624,6 +624,21 @@ class ShiftField:
         hi = np.minimum(np.ceil(corners.max(axis=0)).astype(int) + 1,
                         [self.ct.shape[2], self.ct.shape[1], self.ct.shape[0]])
         return lo, hi
+
+
+def expected_shift_on_slice(ct: CTVolume, brain: np.ndarray, plane: dict, k: int,
+                            field: ShiftField) -> float | None:
+    """Truth for a simulated shift: the septum of the original scan on slice ``k``, each of its rows
+    moved by ``field`` (exact), summarised by the same statistic as :func:`midline_shift`."""
+    found = septum_on_slice(ct, brain, plane, k)
+    if found is None or len(found["rows"]) < MIN_SEPTUM_ROWS:
+        return None
+    rows = found["rows"].copy()
+    u_dot_n = float(found["u"] @ plane["normal"])
+    for row in rows:
+        point = found["origin"] + row[1] * found["u"] + row[0] * found["v"]
+        row[1] += field.displacement(point) / u_dot_n
+    return septum_point({**found, "rows": rows}, plane)[1]
 
 
 def simulate_midline_shift(ct: CTVolume, brain: np.ndarray, centre_lps: np.ndarray, normal: np.ndarray,

@@ -69,8 +69,9 @@ def main() -> None:
         ct = load_ct(path)
         brain = brain_mask(ct)
         t0 = time.perf_counter()
-        registration = atlas_module.register(ct, brain, atlas) if atlas else None
-        result = measures.midline_shift(ct, brain, registration)
+        plane = measures.symmetry_plane(ct, brain)
+        registration = atlas_module.register(ct, brain, atlas, midline=plane) if atlas else None
+        result = measures.midline_shift(ct, brain, registration, plane)
         seconds = time.perf_counter() - t0
         dice = f"{registration.brain_dice:.3f}" if registration else "-"
         print(f"| {path.name[:11]} | {ct.tilt_deg:.1f} | {finding} | {result['signed_shift_mm']} | "
@@ -94,8 +95,9 @@ def main() -> None:
             shifted, field = measures.simulate_midline_shift(ct, brain, centre, plane["normal"], sign * size)
             moved = field.displacement(centre)
             brain_s = brain_mask(shifted)
-            registration = atlas_module.register(shifted, brain_s, atlas) if atlas else None
-            result = measures.midline_shift(shifted, brain_s, registration)
+            plane_s = measures.symmetry_plane(shifted, brain_s)
+            registration = atlas_module.register(shifted, brain_s, atlas, midline=plane_s) if atlas else None
+            result = measures.midline_shift(shifted, brain_s, registration, plane_s)
             measured = result["signed_shift_mm"]
             expected = None
             if result["slice_index"] is not None:

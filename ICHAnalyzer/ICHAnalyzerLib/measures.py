@@ -261,11 +261,13 @@ def septum_level_slices(ct: CTVolume, registration: Any) -> set[int]:
     return {int(v) for v in np.unique(k) if 0 <= v < ct.shape[0]}
 
 
-def midline_shift(ct: CTVolume, brain: np.ndarray, registration: Any = None) -> dict[str, Any]:
+def midline_shift(ct: CTVolume, brain: np.ndarray, registration: Any = None,
+                  plane: dict | None = None) -> dict[str, Any]:
     """Midline shift at the septum pellucidum against the intracranial symmetry plane (see module doc).
 
     With a template ``registration`` (atlas.Registration) the septum is searched on the slices where
     the template's septum region maps; without it, near the slice with the most enclosed central CSF.
+    ``plane``: the ideal midline if already computed (:func:`symmetry_plane`).
     """
     method = ("ideal midline: mirror-symmetry plane of the intracranial mask; septum pellucidum: tissue "
               "between the lateral ventricles (CSF) on the axial slice where it is longest")
@@ -275,7 +277,8 @@ def midline_shift(ct: CTVolume, brain: np.ndarray, registration: Any = None) -> 
     if brain.sum() == 0:
         result["note"] = "no brain mask: midline shift not measured"
         return result
-    plane = symmetry_plane(ct, brain)
+    if plane is None:
+        plane = symmetry_plane(ct, brain)
     result["ideal_midline"] = {"point_lps": _r(plane["point"]), "normal_lps": _r(plane["normal"], 5)}
     area = brain.sum(axis=(1, 2))
     top = np.flatnonzero(area > 0.5 * area.max())
@@ -502,39 +505,37 @@ def clinical_measures(ct: CTVolume, labels: np.ndarray, brain: np.ndarray, volum
     registration = None
     atlas = None
     location_reason = None
+    plane = symmetry_plane(ct, brain) if brain.any() else None
+    timing["symmetry_plane"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
     folder = atlas_module.find_templates()
     if folder is None:
         location_reason = ("template/atlas files not found (set ICH_TEMPLATES or ICH_SHARED_DIR, or keep "
                            "../shared next to the repository): hematoma location not determined")
-    elif not brain.any():
+    elif plane is None:
         location_reason = "empty brain mask: registration to the template not possible"
     else:
         atlas = atlas_module.load_atlas(folder)
-        registration = atlas_module.register(ct, brain, atlas)
-    timing["registration"] = time.perf_counter() - t0
-
-    t1 = time.perf_counter()
-    shift = midline_shift(ct, brain, registration)
-    timing["midline_shift"] = time.perf_counter() - t1
-    plane = None
-    if shift["ideal_midline"] is not None:
-        plane = {"point": np.array(shift["ideal_midline"]["point_lps"]),
-                 "normal": np.array(shift["ideal_midline"]["normal_lps"])}
+        registration = atlas_module.register(ct, brain, atlas, midline=plane)
+    timing["registration"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
+    shift = midline_shift(ct, brain, registration, plane)
+    timing["midline_shift"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
     location = None
     if registration is not None:
         location = {
             "registration": {
                 "method": "affine (12 parameters) to the scct MNI CT template, mutual information, "
-                          "4 mm grid",
+                          "4 mm grid, started from the mid-sagittal symmetry plane",
                 "brain_dice": round(registration.brain_dice, 3),
                 "seconds": round(registration.seconds, 3),
                 "atlas": "BLAST-CT atlas (template space)",
             },
             "hematomas": hematoma_locations(ct, labels, volumes, registration, atlas, plane),
         }
-    timing["location"] = time.perf_counter() - t2
+    timing["location"] = time.perf_counter() - t3
 
     infratentorial = _infratentorial_origin(volumes, location)
     score = ich_score(volumes, infratentorial, gcs=gcs, age=age)

@@ -78,7 +78,7 @@ def main() -> None:
               f"{result['slice_index']} | {result.get('septum_length_mm')} | {result['reliable']} | {dice} | "
               f"{seconds:.2f} |", flush=True)
         if finding == "normal" and result["signed_shift_mm"] is not None:
-            normals.append((path, ct, brain, result))
+            normals.append((path, ct, brain, result, registration))
 
     if not args.shifts:
         return
@@ -86,7 +86,7 @@ def main() -> None:
           "| slice | reliable |")
     print("|---|---|---|---|---|---|---|---|")
     errors = []
-    for n_series, (path, ct, brain, base) in enumerate(normals):
+    for n_series, (path, ct, brain, base, base_registration) in enumerate(normals):
         plane = {"point": np.array(base["ideal_midline"]["point_lps"]),
                  "normal": np.array(base["ideal_midline"]["normal_lps"])}
         centre = np.array(base["septum_point_lps"])
@@ -101,7 +101,8 @@ def main() -> None:
             measured = result["signed_shift_mm"]
             expected = None
             if result["slice_index"] is not None:
-                expected = measures.expected_shift_on_slice(ct, brain, plane, result["slice_index"], field)
+                expected = measures.expected_shift_on_slice(ct, brain, plane, result["slice_index"], field,
+                                                            base_registration)
             error = None if measured is None or expected is None else measured - expected
             if error is not None:
                 errors.append(error)

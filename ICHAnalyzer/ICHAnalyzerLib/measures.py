@@ -32,6 +32,7 @@ from .volume import CTVolume
 SUBTYPE_LABEL = {key: SUBTYPE_BY_KEY[key].label for key in SUBTYPE_KEYS}
 
 SYMMETRY_GRID_MM = 2.0  # isotropic grid for the symmetry-plane search
+BAND_STRIDE = 6  # every 6th voxel of the mask surface shell (~15k points) enters the symmetry cost
 CSF_MAX_HU = 16.0  # ventricular CSF (with partial volume) is below this; brain tissue is ~25-40 HU
 CSF_MIN_HU = -15.0
 SEPTUM_MAX_GAP_MM = 9.0  # tissue between the frontal horns wider than this is not a septum
@@ -88,7 +89,7 @@ def symmetry_plane(ct: CTVolume, brain: np.ndarray, step_mm: float = SYMMETRY_GR
     grid = ndi.gaussian_filter(grid, 1.0)
     # compare the mask with its mirror image where the mask changes (a shell around its surface)
     band = (grid > 0.05) & (grid < 0.95)
-    idx_band = np.argwhere(band)[::2]  # every other shell voxel is plenty (and twice as fast)
+    idx_band = np.argwhere(band)[::BAND_STRIDE]  # a subset of the shell voxels is plenty
     pts = idx_band.astype(np.float64) * step_mm + origin
     vals = grid[tuple(idx_band.T)]
     centre = np.argwhere(grid > 0.5).mean(axis=0) * step_mm + origin
@@ -104,7 +105,7 @@ def symmetry_plane(ct: CTVolume, brain: np.ndarray, step_mm: float = SYMMETRY_GR
 
     # coarse search over yaw (heads are often turned), then a local refinement
     best = min(
-        (cost(np.array([float(a), 0.0, 0.0])), a) for a in range(-30, 31, 5)
+        (cost(np.array([float(a), 0.0, 0.0])), a) for a in range(-30, 31, 10)
     )
     start = np.array([float(best[1]), 0.0, 0.0])
     # parameters in degrees and mm: a 0.05 tolerance is far below what matters (0.05 mm)
@@ -178,8 +179,13 @@ def ventricle_mask_2d(hu: np.ndarray, brain: np.ndarray, spacing: tuple[float, f
     return out
 
 
-def septum_on_slice(ct: CTVolume, brain: np.ndarray, plane: dict, k: int) -> dict | None:
-    """Septum pellucidum positions on slice ``k``: rows along the midline with CSF-tissue-CSF patterns."""
+def septum_on_slice(ct: CTVolume, brain: np.ndarray, plane: dict, k: int,
+                    prior_points: np.ndarray | None = None) -> dict | None:
+    """Septum pellucidum positions on slice ``k``: rows along the midline with CSF-tissue-CSF patterns.
+
+    ``prior_points`` (LPS): where the template's septum region maps; rows beyond its extent along the
+    midline (+- ``PRIOR_MARGIN_MM``) are not searched (keeps the pineal region and the falx out).
+    """
     brain_k = brain[k]
     frame = _slice_frame(ct, k, plane, brain_k)
     if frame is None:
@@ -191,6 +197,11 @@ def septum_on_slice(ct: CTVolume, brain: np.ndarray, plane: dict, k: int) -> dic
         return None
     a = np.arange(-SEPTUM_SEARCH_MM - 15.0, SEPTUM_SEARCH_MM + 15.0 + 1e-6, PROFILE_STEP_MM)
     b = np.arange(-90.0, 90.0 + 1e-6, ROW_STEP_MM)
+    if prior_points is not None:
+        along = (np.asarray(prior_points) - origin) @ v
+        b = b[(b >= along.min() - PRIOR_MARGIN_MM) & (b <= along.max() + PRIOR_MARGIN_MM)]
+        if len(b) == 0:
+            return None
     pts = origin + a[None, :, None] * u + b[:, None, None] * v  # [row, sample, 3]
     ijk = ct.lps_to_voxel(pts.reshape(-1, 3))
     coords = [ijk[:, 1], ijk[:, 0]]
@@ -247,17 +258,24 @@ def septum_point(found: dict, plane: dict) -> tuple[np.ndarray, float, float]:
     return point, signed, roughness
 
 
-def septum_level_slices(ct: CTVolume, registration: Any) -> set[int]:
-    """Slices crossing the septum pellucidum region of the template mapped into the CT.
+# the septum pellucidum region of MNI space (RAS mm): between the frontal horns and bodies of the lateral
+# ventricles, from the genu of the corpus callosum to the fornix, above the third ventricle
+SEPTUM_BOX_MNI = ((-3.0, 3.0), (-20.0, 32.0), (0.0, 30.0))
+PRIOR_MARGIN_MM = 5.0
 
-    The region is a midline box of MNI space (|x| <= 3 mm, y -25..30 mm, z 0..30 mm: between the frontal
-    horns and bodies of the lateral ventricles, above the third ventricle and below the corpus callosum's
-    top), mapped through the inverse registration.
-    """
-    x, y, z = np.meshgrid(np.arange(-3.0, 3.1, 3.0), np.arange(-25.0, 30.1, 2.5), np.arange(0.0, 30.1, 2.5),
+
+def septum_prior(ct: CTVolume, registration: Any) -> np.ndarray:
+    """The template's septum region (``SEPTUM_BOX_MNI``) mapped into the CT: points (LPS mm)."""
+    (x0, x1), (y0, y1), (z0, z1) = SEPTUM_BOX_MNI
+    x, y, z = np.meshgrid(np.linspace(x0, x1, 3), np.arange(y0, y1 + 0.1, 2.5), np.arange(z0, z1 + 0.1, 2.5),
                           indexing="ij")
     template_lps = np.stack([-x.ravel(), -y.ravel(), z.ravel()], axis=1)  # MNI RAS -> LPS
-    k = np.rint(ct.lps_to_voxel(registration.to_ct(template_lps))[:, 2]).astype(int)
+    return registration.to_ct(template_lps)
+
+
+def septum_level_slices(ct: CTVolume, registration: Any) -> set[int]:
+    """Slices crossing the template's septum region mapped into the CT (:func:`septum_prior`)."""
+    k = np.rint(ct.lps_to_voxel(septum_prior(ct, registration))[:, 2]).astype(int)
     return {int(v) for v in np.unique(k) if 0 <= v < ct.shape[0]}
 
 
@@ -283,12 +301,14 @@ def midline_shift(ct: CTVolume, brain: np.ndarray, registration: Any = None,
     area = brain.sum(axis=(1, 2))
     top = np.flatnonzero(area > 0.5 * area.max())
     slices = range(int(top.min()), int(top.max()) + 1)
+    prior = None
     if registration is not None:
+        prior = septum_prior(ct, registration)
         slices = sorted(septum_level_slices(ct, registration))
-        result["method"] += " among the slices crossing the template's septum region"
+        result["method"] += " within the template's septum region mapped into the scan"
     else:
         result["method"] += " near the slice with the most enclosed CSF near the midline (no template)"
-    candidates = [f for k in slices if (f := septum_on_slice(ct, brain, plane, k)) is not None]
+    candidates = [f for k in slices if (f := septum_on_slice(ct, brain, plane, k, prior)) is not None]
     best = None
     if candidates and registration is not None:
         best = max(candidates, key=lambda f: len(f["rows"]))
@@ -627,11 +647,13 @@ class ShiftField:
         return lo, hi
 
 
-def expected_shift_on_slice(ct: CTVolume, brain: np.ndarray, plane: dict, k: int,
-                            field: ShiftField) -> float | None:
+def expected_shift_on_slice(ct: CTVolume, brain: np.ndarray, plane: dict, k: int, field: ShiftField,
+                            registration: Any = None) -> float | None:
     """Truth for a simulated shift: the septum of the original scan on slice ``k``, each of its rows
-    moved by ``field`` (exact), summarised by the same statistic as :func:`midline_shift`."""
-    found = septum_on_slice(ct, brain, plane, k)
+    moved by ``field`` (exact), summarised by the same statistic as :func:`midline_shift`
+    (``registration``: the original scan's, to search the same region)."""
+    prior = None if registration is None else septum_prior(ct, registration)
+    found = septum_on_slice(ct, brain, plane, k, prior)
     if found is None or len(found["rows"]) < MIN_SEPTUM_ROWS:
         return None
     rows = found["rows"].copy()

@@ -62,7 +62,7 @@ def test_simulated_6mm_shift_is_recovered_within_1mm(shared_cache, atlas):
     plane_s = measures.symmetry_plane(shifted, brain_s)
     registration_s = atlas_module.register(shifted, brain_s, atlas, midline=plane_s)
     result = measures.midline_shift(shifted, brain_s, registration_s, plane_s)
-    expected = measures.expected_shift_on_slice(ct, brain, plane, result["slice_index"], field)
+    expected = measures.expected_shift_on_slice(ct, brain, plane, result["slice_index"], field, registration)
     assert expected < -4.0  # the septum really moved to the patient's right
     assert result["signed_shift_mm"] == pytest.approx(expected, abs=1.0)
     assert result["direction"] == "toward patient right"

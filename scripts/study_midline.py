@@ -39,6 +39,23 @@ def shared_cache() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def landmarks(ct, plane, result, registration) -> tuple[str, str]:
+    """Registration landmarks: the scan's symmetry plane (100 x 60 mm patch) mapped into MNI (mean |x|,
+    0 when it lands on the template's mid-sagittal plane) and the septum point in MNI (RAS) mm."""
+    if registration is None:
+        return "-", "-"
+    u = np.cross(plane["normal"], ct.slice_normal)
+    u /= np.linalg.norm(u)
+    v = np.cross(plane["normal"], u)
+    offsets = np.array([(a, b) for a in range(-50, 51, 10) for b in range(-30, 31, 10)], float)
+    points = plane["point"] + offsets[:, :1] * u + offsets[:, 1:] * v
+    plane_x = f"{np.abs(registration.to_template(points)[:, 0]).mean():.2f}"
+    if result["septum_point_lps"] is None:
+        return plane_x, "-"
+    x, y, z = registration.to_template(result["septum_point_lps"])[0] * np.array([-1.0, -1.0, 1.0])
+    return plane_x, f"({x:.1f}, {y:.1f}, {z:.1f})"
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:+.2f}"
 
@@ -59,8 +76,8 @@ def main() -> None:
     atlas = atlas_module.load_atlas(folder) if folder else None
 
     print("| series | tilt | finding (RSNA) | shift mm (signed, + = to patient left) | slice | septum mm "
-          "| reliable | brain Dice | s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| reliable | brain Dice | midline plane in MNI: mean abs x mm | septum in MNI (x, y, z) | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     normals = []
     for path in folders:
         row = table.get(path.name)
@@ -74,9 +91,10 @@ def main() -> None:
         result = measures.midline_shift(ct, brain, registration, plane)
         seconds = time.perf_counter() - t0
         dice = f"{registration.brain_dice:.3f}" if registration else "-"
+        plane_x, septum_mni = landmarks(ct, plane, result, registration)
         print(f"| {path.name[:11]} | {ct.tilt_deg:.1f} | {finding} | {result['signed_shift_mm']} | "
               f"{result['slice_index']} | {result.get('septum_length_mm')} | {result['reliable']} | {dice} | "
-              f"{seconds:.2f} |", flush=True)
+              f"{plane_x} | {septum_mni} | {seconds:.2f} |", flush=True)
         if finding == "normal" and result["signed_shift_mm"] is not None:
             normals.append((path, ct, brain, result, registration))
 

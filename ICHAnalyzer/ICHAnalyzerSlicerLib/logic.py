@@ -153,7 +153,8 @@ class ICHAnalyzerLogic:
         """Raise ``EditsWouldBeLostError`` unless the existing result is unedited or ``replace_edits``."""
         if not replace_edits and self.is_edited(volume_node):
             raise EditsWouldBeLostError(
-                f"The segmentation of '{volume_node.GetName()}' was edited: analysing again would replace it. "
+                f"The segmentation of '{volume_node.GetName()}' was edited: analysing again would "
+                "replace it. "
                 "Export or rename it first, or confirm the replacement."
             )
 
@@ -165,7 +166,7 @@ class ICHAnalyzerLogic:
         progress: Callable[[str, float], None] | None = None,
         replace_edits: bool = False,
     ) -> ResultNodes:
-        """Analyse in this process (tests, scripting). ``labels`` (node order) skips the model, like --mask."""
+        """Analyse in this process (tests, scripting); ``labels`` (node order) skip the model (--mask)."""
         from ICHAnalyzerLib.pipeline import analyze_volume
 
         self.check_can_replace(volume_node, replace_edits)

@@ -63,7 +63,8 @@ def ijk_to_world_ras(volume_node: slicer.vtkMRMLScalarVolumeNode) -> np.ndarray:
         if not transform_node.IsTransformToWorldLinear():
             raise InputError(
                 f"Volume '{volume_node.GetName()}' is under a non-linear transform "
-                f"('{transform_node.GetName()}'): harden it first (Data module, right-click, Harden transform)."
+                f"('{transform_node.GetName()}'): "
+                "harden it first (Data module: right-click > Harden transform)."
             )
         to_world = vtk.vtkMatrix4x4()
         transform_node.GetMatrixTransformToWorld(to_world)
@@ -159,6 +160,13 @@ def subtype_terminology(subtype: Subtype) -> str:
         "",
         "",
     )
+
+
+def segment_terminology(segment: slicer.vtkSegment) -> str:
+    """The serialized terminology entry stored on a segment ("" when none)."""
+    value = vtk.reference("")
+    segment.GetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), value)
+    return str(value)
 
 
 def _oriented_mask(mask: np.ndarray, ijk_to_ras: np.ndarray) -> slicer.vtkOrientedImageData:
@@ -386,7 +394,7 @@ def volume_rows(volumes: dict, model_volumes: dict | None = None) -> list[list[s
 def fill_volumes_table(
     table_node: slicer.vtkMRMLTableNode, volumes: dict, model_volumes: dict | None = None
 ) -> None:
-    """Volumes table: subtype | voxel volume | model volume | ABC/2 | difference | A, B, C | thickness | flag."""
+    """Volumes table: subtype, voxel and model volume, ABC/2, difference, A, B, C, thickness, flag."""
     fill_string_table(table_node, VOLUME_COLUMNS, volume_rows(volumes, model_volumes))
 
 

@@ -1,0 +1,151 @@
+"""MRML <-> core conversions of the Slicer module on a real (headless) MRML scene from slicer-core."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (the MRML core) is not installed")
+vtk = pytest.importorskip("vtk")
+
+from ICHAnalyzerLib.constants import HEMORRHAGE_TYPE, SUBTYPE_BY_KEY, SUBTYPE_BY_LABEL  # noqa: E402
+from ICHAnalyzerLib.errors import InputError  # noqa: E402
+from ICHAnalyzerLib.volume import lps_to_ras  # noqa: E402
+from ICHAnalyzerSlicerLib import mrml  # noqa: E402
+
+pytestmark = pytest.mark.slicer
+
+
+@pytest.fixture
+def scene():
+    previous = getattr(slicer, "mrmlScene", None)
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    yield scene
+    scene.Clear(1)
+    slicer.mrmlScene = previous
+
+
+def add_volume(scene, array_kji: np.ndarray, ijk_to_ras: np.ndarray, name: str = "ct"):
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    slicer.util.updateVolumeFromArray(node, array_kji)
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijk_to_ras))
+    return node
+
+
+def axial_ras(spacing=(0.5, 0.6, 5.0), origin=(10.0, -20.0, 30.0)) -> np.ndarray:
+    """A typical DICOM-derived axial grid: i to the patient's left, j posterior (RAS: -x, -y)."""
+    m = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
+    m[:3, 3] = origin
+    return m
+
+
+def test_volume_node_to_ct_keeps_geometry_and_hardens_linear_transforms(scene):
+    hu = np.random.default_rng(0).integers(-1000, 80, size=(4, 6, 7)).astype(np.int16)
+    ras = axial_ras()
+    node = add_volume(scene, hu, ras)
+    ct, grid = mrml.volume_node_to_ct(node)
+    assert grid.perm == (0, 1, 2)
+    assert np.array_equal(ct.hu, hu)
+    assert np.allclose(lps_to_ras(ct.affine), ras)
+    assert ct.voxel_volume_mm3 == pytest.approx(0.5 * 0.6 * 5.0)
+
+    shift = np.eye(4)
+    shift[:3, 3] = [5.0, -3.0, 2.0]
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(shift))
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    ct, _ = mrml.volume_node_to_ct(node)
+    assert np.allclose(lps_to_ras(ct.affine), shift @ ras)
+
+    grid_transform = scene.AddNewNodeByClass("vtkMRMLGridTransformNode")
+    node.SetAndObserveTransformNodeID(grid_transform.GetID())
+    with pytest.raises(InputError, match="non-linear"):
+        mrml.volume_node_to_ct(node)
+
+
+def test_sagittal_volume_is_put_in_axial_order_and_back(scene):
+    # node axes: i = anterior-posterior, j = superior-inferior, k = left-right (a sagittal stack)
+    ras = np.array([[0, 0, 1.0, -50], [-0.7, 0, 0, 20], [0, -0.8, 0, 60], [0, 0, 0, 1]])
+    array = np.arange(3 * 5 * 4, dtype=np.int16).reshape(3, 5, 4)  # [k, j, i] in node order
+    node = add_volume(scene, array, ras)
+    ct, grid = mrml.volume_node_to_ct(node)
+    assert grid.perm == (0, 2, 1)  # node j (superior-inferior) becomes core k
+    assert ct.shape == (5, 3, 4)
+    assert np.array_equal(grid.to_node(ct.hu), array)
+    # the same voxel lands on the same point in both orders
+    node_ijk = np.array([2, 3, 1])  # value array[1, 3, 2]
+    core_ijk = node_ijk[list(grid.perm)]
+    assert ct.hu[core_ijk[2], core_ijk[1], core_ijk[0]] == array[1, 3, 2]
+    assert np.allclose(ct.voxel_to_lps(core_ijk), mrml.lps_points_to_ras((ras @ [*node_ijk, 1])[:3]))
+
+
+def test_labels_to_segmentation_and_back(scene):
+    shape = (5, 8, 9)
+    node = add_volume(scene, np.full(shape, -1000, np.int16), axial_ras())
+    labels = np.zeros(shape, np.uint8)
+    labels[1:3, 2:5, 2:6] = 1  # IPH
+    labels[3, 1:3, 6:8] = 4  # SDH
+    segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
+    created = mrml.labels_to_segmentation(labels, node, segmentation_node)
+    assert created == ["IPH", "SDH"]
+    segmentation = segmentation_node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 2
+    for key in created:
+        segment = segmentation.GetSegment(key)
+        subtype = SUBTYPE_BY_KEY[key]
+        assert segment.GetName() == subtype.name
+        assert np.allclose(segment.GetColor(), subtype.color)
+        terminology = mrml.segment_terminology(segment)
+        assert HEMORRHAGE_TYPE[1] in terminology and subtype.region_code[1] in terminology
+    display = segmentation_node.GetDisplayNode()
+    assert display.GetVisibility2DFill() and display.GetVisibility2DOutline()
+
+    back, ignored = mrml.segmentation_to_labels(segmentation_node, node)
+    assert ignored == []
+    assert np.array_equal(back, labels)
+
+    # a segment the user adds by hand, named after a subtype, counts; an unknown one is reported
+    extra = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")  # keeps scene busy: IDs must not clash
+    assert extra is not None
+    segmentation.AddEmptySegment("Segment_9", "Other stuff")
+    _, ignored = mrml.segmentation_to_labels(segmentation_node, node)
+    assert ignored == ["Other stuff"]
+
+
+def test_label_shape_mismatch_is_refused(scene):
+    node = add_volume(scene, np.zeros((3, 4, 5), np.int16), axial_ras())
+    segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    with pytest.raises(InputError, match="does not match"):
+        mrml.labels_to_segmentation(np.zeros((3, 4, 6), np.uint8), node, segmentation_node)
+
+
+def test_volume_rows_flag_large_abc2_disagreement():
+    def entry(ml, abc2_ml, diff, count=10):
+        return {"voxel_count": count, "volume_ml": ml, "abc2_ml": abc2_ml, "abc2_difference_pct": diff,
+                "abc2": {"A_mm": 30.0, "B_mm": 20.0, "C_mm": 10.0}, "max_thickness_mm": 7.5}
+
+    empty = {"voxel_count": 0, "volume_ml": 0.0, "abc2_ml": None, "abc2_difference_pct": None, "abc2": None}
+    volumes = {"IPH": entry(10.0, 13.0, 30.0), "IVH": empty, "SAH": empty, "SDH": entry(5.0, 5.5, 10.0),
+               "EDH": empty, "total": entry(15.0, None, None, 20)}
+    rows = mrml.volume_rows(volumes)
+    assert [r[0] for r in rows] == ["IPH", "SDH", "Total"]
+    iph, sdh, _ = rows
+    assert iph[mrml.VOLUME_COLUMNS.index("Flag")] != ""
+    assert sdh[mrml.VOLUME_COLUMNS.index("Flag")] == ""
+    # thickness only for the extra-axial subtypes
+    assert iph[mrml.VOLUME_COLUMNS.index("Max thickness (mm)")] == ""
+    assert sdh[mrml.VOLUME_COLUMNS.index("Max thickness (mm)")] == "7.5"
+
+
+def test_line_endpoints_flip_lps_to_ras(scene):
+    volumes = {key: {"abc2": None} for key in ("IPH", "IVH", "SAH", "SDH", "EDH")}
+    volumes["IVH"] = {"abc2": {"A_endpoints": [[1.0, 2.0, 3.0], [4.0, 6.0, 3.0]],
+                               "B_endpoints": [[0.0, 0.0, 3.0], [0.0, 3.0, 3.0]]}}
+    specs = mrml.abc2_line_specs(volumes)
+    assert [(name, key) for name, key, _ in specs] == [("IVH A", "IVH"), ("IVH B", "IVH")]
+    line = mrml.update_line_node(scene, None, *specs[0])
+    points = slicer.util.arrayFromMarkupsControlPoints(line)
+    assert np.allclose(points, [[-1.0, -2.0, 3.0], [-4.0, -6.0, 3.0]])
+    assert line.GetLineLengthWorld() == pytest.approx(5.0)
+    assert SUBTYPE_BY_LABEL[2].key == "IVH"

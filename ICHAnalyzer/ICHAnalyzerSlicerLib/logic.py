@@ -368,6 +368,11 @@ class ICHAnalyzerLogic:
         later = [k for k in ks if k > current_k]
         return later[0] if later else ks[0]
 
+    def slice_count(self, volume_node: object) -> int:
+        """Number of axial (core grid) slices of the volume."""
+        dims = volume_node.GetImageData().GetDimensions()
+        return int(dims[mrml.axial_grid(mrml.ras_to_lps(mrml.ijk_to_world_ras(volume_node))).perm[2]])
+
     def slice_position_ras(self, volume_node: object, k: int) -> np.ndarray:
         """World RAS centre of core grid slice ``k`` of the volume (to jump slice views there)."""
         ct, _ = mrml.volume_node_to_ct(volume_node)

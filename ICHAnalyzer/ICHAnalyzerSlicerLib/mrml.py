@@ -235,6 +235,23 @@ def labels_to_segmentation(
     return created
 
 
+def set_segment_mask(
+    segmentation_node: slicer.vtkMRMLSegmentationNode,
+    volume_node: slicer.vtkMRMLScalarVolumeNode,
+    segment_id: str,
+    mask: np.ndarray,
+) -> None:
+    """Replace one segment's voxels with a ``[k, j, i]`` mask on the volume node's grid (scripted edits)."""
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(ijk_to_ras)
+    image = _oriented_mask(np.asarray(mask, dtype=np.uint8), _matrix_to_array(ijk_to_ras))
+    ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        image, segmentation_node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
+    )
+    if not ok:
+        raise InputError(f"Could not update segment {segment_id} of '{segmentation_node.GetName()}'.")
+
+
 def segment_subtype(segment: slicer.vtkSegment, segment_id: str) -> Subtype | None:
     """The subtype a segment stands for: by ID (as created), else by name or key (user-made segments)."""
     if segment_id in SUBTYPE_BY_KEY:

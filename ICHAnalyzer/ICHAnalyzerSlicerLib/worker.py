@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except ICHAnalyzerError as exc:
         print(f"{ERROR_TAG}\t{exc}", flush=True)
         return 2
+    except ImportError as exc:
+        print(f"{ERROR_TAG}\tICHAnalyzer's Python dependencies are missing: {exc}", flush=True)
+        return 3
     except MemoryError:
         print(
             f"{ERROR_TAG}\tOut of memory during the analysis (try device CPU, or close other programs).",

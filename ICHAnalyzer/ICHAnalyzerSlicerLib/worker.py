@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         return 2
+    _progress("done", 1.0)
     return 0
 
 

@@ -93,10 +93,10 @@ class NodeGrid:
 
 
 def axial_grid(affine_lps: np.ndarray) -> NodeGrid:
-    """The permutation that puts the axis closest to superior-inferior last (k), as the core's readers do."""
+    """The core readers' axis order: k closest to superior-inferior, then i closest to left-right."""
     directions = affine_lps[:3, :3] / np.linalg.norm(affine_lps[:3, :3], axis=0)
     k_axis = int(np.argmax(np.abs(directions[2])))
-    others = [a for a in range(3) if a != k_axis]
+    others = sorted((a for a in range(3) if a != k_axis), key=lambda a: -abs(directions[0, a]))
     return NodeGrid((others[0], others[1], k_axis))
 
 

@@ -70,14 +70,32 @@ def test_sagittal_volume_is_put_in_axial_order_and_back(scene):
     array = np.arange(3 * 5 * 4, dtype=np.int16).reshape(3, 5, 4)  # [k, j, i] in node order
     node = add_volume(scene, array, ras)
     ct, grid = mrml.volume_node_to_ct(node)
-    assert grid.perm == (0, 2, 1)  # node j (superior-inferior) becomes core k
-    assert ct.shape == (5, 3, 4)
+    assert grid.perm == (2, 0, 1)  # core i = node k (left-right), core k = node j (superior-inferior)
+    assert ct.shape == (5, 4, 3)
     assert np.array_equal(grid.to_node(ct.hu), array)
     # the same voxel lands on the same point in both orders
     node_ijk = np.array([2, 3, 1])  # value array[1, 3, 2]
     core_ijk = node_ijk[list(grid.perm)]
     assert ct.hu[core_ijk[2], core_ijk[1], core_ijk[0]] == array[1, 3, 2]
     assert np.allclose(ct.voxel_to_lps(core_ijk), mrml.lps_points_to_ras((ras @ [*node_ijk, 1])[:3]))
+
+
+@pytest.mark.parametrize("sagittal", [False, True])
+def test_core_reads_back_the_grid_the_module_hands_it(scene, tmp_path, sagittal):
+    """The background run writes the CT to NRRD and loads the core's label map onto the same grid:
+    the core's reader must see exactly the module's CTVolume (same axis order, affine, voxels)."""
+    from ICHAnalyzerLib.io import load_ct, write_ct
+
+    rng = np.random.default_rng(1)
+    array = rng.integers(-1000, 1000, size=(6, 7, 8)).astype(np.int16)
+    if sagittal:
+        ras = np.array([[0, 0, 1.0, -50], [-0.7, 0, 0, 20], [0, -0.8, 0, 60], [0, 0, 0, 1]])
+    else:
+        ras = axial_ras()
+    ct, _ = mrml.volume_node_to_ct(add_volume(scene, array, ras))
+    write_ct(tmp_path / "ct.nrrd", ct)
+    back = load_ct(tmp_path / "ct.nrrd")
+    assert np.allclose(back.affine, ct.affine) and np.array_equal(back.hu, ct.hu)
 
 
 def test_labels_to_segmentation_and_back(scene):

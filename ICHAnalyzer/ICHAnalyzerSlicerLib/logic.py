@@ -280,9 +280,9 @@ class ICHAnalyzerLogic:
         return self.result_nodes(segmentation_node)
 
     def update_lines(self, segmentation_node: object, volumes: dict) -> dict[str, object]:
-        """Make the ABC/2 A and B line markups match ``volumes``: move, add, remove stale ones."""
+        """Make the ABC/2 (A, B) and thickness lines match ``volumes``: move, add, remove stale ones."""
         existing = self.result_nodes(segmentation_node).lines
-        wanted = mrml.abc2_line_specs(volumes)
+        wanted = mrml.measurement_line_specs(volumes)
         segmentation_node.RemoveNodeReferenceIDs(LINE_ROLE)
         lines = {}
         for name, key, endpoints in wanted:

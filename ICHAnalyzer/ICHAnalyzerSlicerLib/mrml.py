@@ -387,9 +387,11 @@ def volume_rows(volumes: dict, model_volumes: dict | None = None) -> list[list[s
             continue
         abc2 = entry.get("abc2") or {}
         diff = entry.get("abc2_difference_pct")
-        flag = ""
+        flags = []
         if diff is not None and abs(diff) > ABC2_DISAGREEMENT_PCT:
-            flag = f"ABC/2 differs by more than {ABC2_DISAGREEMENT_PCT:.0f}%"
+            flags.append(f"ABC/2 differs by more than {ABC2_DISAGREEMENT_PCT:.0f}%")
+        if entry.get("voxel_count") and entry.get("abc2_clinically_applicable") is False:
+            flags.append("ABC/2 not applicable to this subtype" if key != "total" else "ABC/2 not applicable")
         extra_axial = key in SUBTYPE_BY_KEY and SUBTYPE_BY_KEY[key].extra_axial
         rows.append(
             [
@@ -402,7 +404,7 @@ def volume_rows(volumes: dict, model_volumes: dict | None = None) -> list[list[s
                 _fmt(abc2.get("B_mm")),
                 _fmt(abc2.get("C_mm")),
                 _fmt(entry.get("max_thickness_mm")) if extra_axial else "",
-                flag,
+                "; ".join(flags),
             ]
         )
     return rows
@@ -474,17 +476,21 @@ def fill_slice_plot(
 # ---------------------------------------------------------------- ABC/2 lines
 
 
-def abc2_line_specs(volumes: dict) -> list[tuple[str, str, np.ndarray]]:
-    """``(name, subtype key, 2x3 RAS endpoints)`` for the A and B diameters of every subtype with ABC/2."""
+def measurement_line_specs(volumes: dict) -> list[tuple[str, str, np.ndarray]]:
+    """``(name, subtype key, 2x3 RAS endpoints)`` of the lines to show: the ABC/2 diameters A and B of every
+    subtype that has them, and the maximum thickness of SDH and EDH."""
     specs = []
     for subtype in SUBTYPES:
-        abc2 = (volumes.get(subtype.key) or {}).get("abc2")
-        if not abc2:
-            continue
+        entry = volumes.get(subtype.key) or {}
+        abc2 = entry.get("abc2") or {}
         for axis in ("A", "B"):
             endpoints = abc2.get(f"{axis}_endpoints")
             if endpoints:
                 specs.append((f"{subtype.key} {axis}", subtype.key, lps_points_to_ras(endpoints)))
+        if subtype.extra_axial and entry.get("thickness_endpoints"):
+            specs.append(
+                (f"{subtype.key} thickness", subtype.key, lps_points_to_ras(entry["thickness_endpoints"]))
+            )
     return specs
 
 

@@ -95,9 +95,14 @@ def check_result_matches(logic, volume, nodes, ct: CTVolume, labels: np.ndarray,
         ml = report["volumes"][key]["volume_ml"]
         assert float(row["Voxel volume (mL)"]) == pytest.approx(ml, abs=0.005)
         diff = report["volumes"][key]["abc2_difference_pct"]
-        assert (row["Flag"] != "") == (diff is not None and abs(diff) > mrml.ABC2_DISAGREEMENT_PCT)
+        assert ("differs" in row["Flag"]) == (diff is not None and abs(diff) > mrml.ABC2_DISAGREEMENT_PCT)
 
     for key in present:
+        thickness = report["volumes"][key].get("thickness_endpoints")
+        if SUBTYPE_BY_KEY[key].extra_axial and thickness:
+            line = nodes.lines[f"{key} thickness"]
+            points = slicer.util.arrayFromMarkupsControlPoints(line)
+            assert np.allclose(points, mrml.lps_points_to_ras(thickness))
         abc2 = report["volumes"][key]["abc2"]
         if not abc2:
             assert f"{key} A" not in nodes.lines

@@ -149,8 +149,10 @@ def test_volume_rows_flag_large_abc2_disagreement():
     rows = mrml.volume_rows(volumes)
     assert [r[0] for r in rows] == ["IPH", "SDH", "Total"]
     iph, sdh, _ = rows
-    assert iph[mrml.VOLUME_COLUMNS.index("Flag")] != ""
+    assert "differs" in iph[mrml.VOLUME_COLUMNS.index("Flag")]
     assert sdh[mrml.VOLUME_COLUMNS.index("Flag")] == ""
+    volumes["SDH"]["abc2_clinically_applicable"] = False
+    assert "not applicable" in mrml.volume_rows(volumes)[1][mrml.VOLUME_COLUMNS.index("Flag")]
     # thickness only for the extra-axial subtypes
     assert iph[mrml.VOLUME_COLUMNS.index("Max thickness (mm)")] == ""
     assert sdh[mrml.VOLUME_COLUMNS.index("Max thickness (mm)")] == "7.5"
@@ -159,9 +161,13 @@ def test_volume_rows_flag_large_abc2_disagreement():
 def test_line_endpoints_flip_lps_to_ras(scene):
     volumes = {key: {"abc2": None} for key in ("IPH", "IVH", "SAH", "SDH", "EDH")}
     volumes["IVH"] = {"abc2": {"A_endpoints": [[1.0, 2.0, 3.0], [4.0, 6.0, 3.0]],
-                               "B_endpoints": [[0.0, 0.0, 3.0], [0.0, 3.0, 3.0]]}}
-    specs = mrml.abc2_line_specs(volumes)
-    assert [(name, key) for name, key, _ in specs] == [("IVH A", "IVH"), ("IVH B", "IVH")]
+                               "B_endpoints": [[0.0, 0.0, 3.0], [0.0, 3.0, 3.0]]},
+                      "thickness_endpoints": [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]}  # IVH: no thickness line
+    volumes["SDH"] = {"abc2": None, "thickness_endpoints": [[10.0, 0.0, 5.0], [17.0, 0.0, 5.0]]}
+    specs = mrml.measurement_line_specs(volumes)
+    assert [(name, key) for name, key, _ in specs] == [("IVH A", "IVH"), ("IVH B", "IVH"),
+                                                       ("SDH thickness", "SDH")]
+    assert np.allclose(specs[2][2], [[-10.0, 0.0, 5.0], [-17.0, 0.0, 5.0]])
     line = mrml.update_line_node(scene, None, *specs[0])
     points = slicer.util.arrayFromMarkupsControlPoints(line)
     assert np.allclose(points, [[-1.0, -2.0, 3.0], [-4.0, -6.0, 3.0]])

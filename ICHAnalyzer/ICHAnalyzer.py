@@ -13,7 +13,6 @@ import qt
 import slicer
 import vtk
 from ICHAnalyzerSlicerLib import logic as slicerlogic
-from ICHAnalyzerSlicerLib import mrml
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -448,45 +447,6 @@ class ICHAnalyzerTest(ScriptedLoadableModuleTest):
         self.test_analyze_edit_recompute()
 
     def test_analyze_edit_recompute(self) -> None:
-        import tempfile
+        from ICHAnalyzerSlicerLib.selftest import run_self_test
 
-        import numpy as np
-        from ICHAnalyzerLib.constants import SUBTYPE_BY_KEY, SUBTYPE_KEYS
-        from ICHAnalyzerLib.phantom import make_phantom
-        from ICHAnalyzerLib.pipeline import measure
-        from ICHAnalyzerLib.volume import lps_to_ras
-
-        self.delayDisplay("Loading the phantom")
-        phantom = make_phantom()
-        volume = slicer.util.addVolumeFromArray(phantom.ct.hu, lps_to_ras(phantom.ct.affine), name="phantom")
-        logic = ICHAnalyzerLogic()
-
-        self.delayDisplay("Analysing with the phantom's labels")
-        nodes = logic.analyze(volume, labels=phantom.labels)
-        labels, _ = logic.current_labels(volume, nodes.segmentation)
-        self.assertTrue(np.array_equal(labels, phantom.labels))
-        self.assertFalse(logic.is_edited(volume))
-
-        self.delayDisplay("Erasing the lower half of the largest segment, then recomputing")
-        volumes = logic.model_report(nodes.segmentation)["volumes"]
-        key = max(SUBTYPE_KEYS, key=lambda k: volumes[k]["voxel_count"])
-        label = SUBTYPE_BY_KEY[key].label
-        edited = labels.copy()
-        ks = np.flatnonzero((edited == label).any(axis=(1, 2)))
-        cut = int(ks[len(ks) // 2])
-        edited[:cut][edited[:cut] == label] = 0
-        mrml.set_segment_mask(nodes.segmentation, volume, key, edited == label)
-        self.assertTrue(logic.is_edited(volume))
-        report = logic.recompute(volume)
-        self.assertEqual(report["source_of_labels"], "edited")
-        expected = measure(phantom.ct, edited)
-        self.assertAlmostEqual(report["volumes"][key]["volume_ml"], expected[key]["volume_ml"], places=6)
-
-        self.delayDisplay("Exporting")
-        with tempfile.TemporaryDirectory() as folder:
-            written = logic.export(volume, folder)
-            self.assertTrue(all(os.path.exists(p) for p in written))
-        with self.assertRaises(slicerlogic.EditsWouldBeLostError):
-            logic.analyze(volume, labels=phantom.labels)
-        self.delayDisplay("Test passed")
-
+        run_self_test(ICHAnalyzerLogic(), log=self.delayDisplay)

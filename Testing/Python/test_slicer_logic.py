@@ -322,3 +322,53 @@ def test_real_tilted_series_through_the_logic(scene, logic, shared_cache):
     report = logic.current_report(nodes.segmentation)
     check_result_matches(logic, volume, nodes, ct, labels, report)
     assert report["input"]["tilt_deg"] == pytest.approx(ct.tilt_deg, abs=1e-3)
+
+
+@pytest.mark.parametrize("tilt_deg", [0.0, 15.0])
+def test_phantom_analyse_edit_recompute_export(scene, logic, tmp_path, tilt_deg):
+    import slicerio
+    from ICHAnalyzerLib.phantom import make_phantom
+    from ICHAnalyzerLib.pipeline import measure
+
+    phantom = make_phantom(tilt_deg=tilt_deg)
+    volume = add_ct(scene, phantom.ct, "phantom")
+    nodes = logic.analyze(volume, labels=phantom.labels)
+    report = logic.current_report(nodes.segmentation)
+    check_result_matches(logic, volume, nodes, phantom.ct, phantom.labels, report)
+    segmentation = nodes.segmentation.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 5  # the phantom holds all five subtypes
+    for key in SUBTYPE_KEYS:
+        terminology = mrml.segment_terminology(segmentation.GetSegment(key))
+        assert SUBTYPE_BY_KEY[key].region_code[1] in terminology
+    assert {"SDH thickness", "EDH thickness"} <= set(nodes.lines)
+
+    # erase the SDH on every other slice (as a user would with the eraser), recompute
+    edited = phantom.labels.copy()
+    edited[::2][edited[::2] == 4] = 0
+    mrml.set_segment_mask(nodes.segmentation, volume, "SDH", edited == 4)
+    report = logic.recompute(volume)
+    expected = measure(phantom.ct, edited)
+    assert report["edits"]["subtypes_changed"] == ["SDH"]
+    for key in (*SUBTYPE_KEYS, "total"):
+        assert report["volumes"][key]["volume_ml"] == pytest.approx(expected[key]["volume_ml"])
+        assert report["volumes"][key]["abc2_ml"] == expected[key]["abc2_ml"]
+        assert report["volumes"][key]["max_thickness_mm"] == expected[key]["max_thickness_mm"]
+    check_result_matches(logic, volume, logic.result_nodes(nodes.segmentation), phantom.ct, edited, report)
+
+    logic.export(volume, tmp_path)
+    seg = slicerio.read_segmentation(str(tmp_path / "segmentation.seg.nrrd"))
+    sdh = next(s for s in seg["segments"] if s["id"] == "SDH")
+    voxels = np.asarray(seg["voxels"])
+    layer = voxels[..., sdh["layer"]] if voxels.ndim == 4 else voxels
+    assert int((layer == sdh["labelValue"]).sum()) == int((edited == 4).sum())
+    assert np.allclose(seg["ijkToLPS"], phantom.ct.affine)
+    assert json.loads((tmp_path / "report.json").read_text())["source_of_labels"] == "edited"
+
+
+def test_the_slicer_self_test_scenario_runs_headless(scene, logic):
+    from ICHAnalyzerSlicerLib.selftest import run_self_test
+
+    messages = []
+    report = run_self_test(logic, log=messages.append)
+    assert messages[-1] == "Self-test passed"
+    assert report["source_of_labels"] == "edited" and report["edits"]["subtypes_changed"]

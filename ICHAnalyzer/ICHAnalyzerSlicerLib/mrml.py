@@ -124,8 +124,26 @@ def volume_node_to_ct(volume_node: slicer.vtkMRMLScalarVolumeNode) -> tuple[CTVo
     affine[:3, 3] = node_affine[:3, 3]
     hu = grid.to_core(array)
     hu = hu.astype(np.int16 if np.issubdtype(hu.dtype, np.integer) else np.float32, copy=False)
-    ct = CTVolume(hu=hu, affine=affine, source=f"Slicer volume '{volume_node.GetName()}'")
+    ct = CTVolume(
+        hu=hu,
+        affine=affine,
+        source=f"Slicer volume '{volume_node.GetName()}'",
+        series_uid=dicom_series_uid(volume_node),
+    )
     return ct, grid
+
+
+def dicom_series_uid(volume_node: slicer.vtkMRMLScalarVolumeNode) -> str | None:
+    """DICOM Series Instance UID of a volume loaded by the DICOM module (subject hierarchy), if any."""
+    scene = volume_node.GetScene()
+    if scene is None:
+        return None
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    if hierarchy is None:
+        return None
+    item = hierarchy.GetItemByDataNode(volume_node)
+    uid = hierarchy.GetItemUID(item, "DICOM") if item else ""
+    return uid or None
 
 
 def label_digest(labels: np.ndarray) -> str:

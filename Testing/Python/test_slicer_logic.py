@@ -372,3 +372,28 @@ def test_the_slicer_self_test_scenario_runs_headless(scene, logic):
     report = run_self_test(logic, log=messages.append)
     assert messages[-1] == "Self-test passed"
     assert report["source_of_labels"] == "edited" and report["edits"]["subtypes_changed"]
+
+
+def test_volume_under_a_linear_transform(scene, logic):
+    """Segments stay under the volume's transform on its grid; lines and report are in world space."""
+    ct, labels = synthetic_head()
+    volume = add_ct(scene, ct)
+    angle = np.radians(10.0)
+    to_parent = np.eye(4)
+    to_parent[:3, :3] = [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+    to_parent[:3, 3] = [12.0, -7.0, 3.0]
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(to_parent))
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+
+    nodes = logic.analyze(volume, labels=labels)
+    assert nodes.segmentation.GetTransformNodeID() == transform.GetID()
+    world_ct, _ = mrml.volume_node_to_ct(volume)
+    assert np.allclose(lps_to_ras(world_ct.affine), to_parent @ lps_to_ras(ct.affine))
+    report = logic.current_report(nodes.segmentation)
+    check_result_matches(logic, volume, nodes, world_ct, labels, report)
+    # the A line of the IPH lies on the IPH in world space: its midpoint is inside the transformed blob
+    mid = slicer.util.arrayFromMarkupsControlPoints(nodes.lines["IPH A"]).mean(axis=0)
+    ijk = world_ct.lps_to_voxel(mrml.lps_points_to_ras(mid))[0]
+    i, j, k = (int(round(v)) for v in ijk)
+    assert labels[k, j, i] == 1

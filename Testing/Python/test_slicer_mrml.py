@@ -173,3 +173,14 @@ def test_line_endpoints_flip_lps_to_ras(scene):
     assert np.allclose(points, [[-1.0, -2.0, 3.0], [-4.0, -6.0, 3.0]])
     assert line.GetLineLengthWorld() == pytest.approx(5.0)
     assert SUBTYPE_BY_LABEL[2].key == "IVH"
+
+
+def test_dicom_series_uid_comes_from_the_subject_hierarchy(scene):
+    node = add_volume(scene, np.zeros((3, 4, 5), np.int16), axial_ras())
+    assert mrml.volume_node_to_ct(node)[0].series_uid is None
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    item = hierarchy.GetItemByDataNode(node)
+    if not item:
+        item = hierarchy.CreateItem(hierarchy.GetSceneItemID(), node)
+    hierarchy.SetItemUID(item, "DICOM", "1.2.840.99.1")
+    assert mrml.volume_node_to_ct(node)[0].series_uid == "1.2.840.99.1"

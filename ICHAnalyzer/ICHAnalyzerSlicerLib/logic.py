@@ -247,6 +247,22 @@ class ICHAnalyzerLogic:
 
         ``labels`` are on ``ct``'s (core) grid. The previous result of this volume is replaced.
         """
+        if tuple(labels.shape) != ct.shape:
+            raise InputError(f"Label map shape {tuple(labels.shape)} differs from the CT grid {ct.shape}.")
+        before = {self.scene.GetNthNode(n).GetID() for n in range(self.scene.GetNumberOfNodes())}
+        try:
+            return self._show_result(volume_node, grid, labels, report)
+        except Exception:
+            # nothing half-loaded: remove what this call added
+            for n in reversed(range(self.scene.GetNumberOfNodes())):
+                node = self.scene.GetNthNode(n)
+                if node is not None and node.GetID() not in before:
+                    self.scene.RemoveNode(node)
+            raise
+
+    def _show_result(
+        self, volume_node: object, grid: mrml.NodeGrid, labels: np.ndarray, report: dict
+    ) -> ResultNodes:
         segmentation_node = self.find_result(volume_node)
         base = volume_node.GetName()
         if segmentation_node is None:

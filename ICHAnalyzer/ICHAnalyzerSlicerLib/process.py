@@ -18,6 +18,9 @@ PROGRESS_TAG = "ICHANALYZER_PROGRESS"
 ERROR_TAG = "ICHANALYZER_ERROR"
 
 
+WORKER_SCRIPT = Path(__file__).resolve().with_name("worker.py")
+
+
 def worker_command(
     python: str,
     input_path: str | os.PathLike,
@@ -25,8 +28,9 @@ def worker_command(
     device: str = "auto",
     mask_path: str | os.PathLike | None = None,
 ) -> list[str]:
-    """Command line that analyses ``input_path`` into ``outdir`` with progress lines on stdout."""
-    command = [python, "-m", "ICHAnalyzerSlicerLib.worker", str(input_path), str(outdir), "--device", device]
+    """Command line that analyses ``input_path`` into ``outdir`` with progress lines on stdout (the worker
+    script is run by path, so it needs no PYTHONPATH)."""
+    command = [python, str(WORKER_SCRIPT), str(input_path), str(outdir), "--device", device]
     if mask_path:
         command += ["--mask", str(mask_path)]
     return command

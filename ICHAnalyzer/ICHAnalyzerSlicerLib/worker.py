@@ -1,4 +1,4 @@
-"""Background entry point: ``python -m ICHAnalyzerSlicerLib.worker INPUT OUTDIR [--device D] [--mask M]``.
+"""Background entry point: ``python .../ICHAnalyzerSlicerLib/worker.py INPUT OUTDIR [--device D] [--mask M]``.
 
 Runs the core's ``pipeline.analyze`` (the same as ``ichanalyzer analyze --force``) and prints
 machine-readable progress and error lines for :class:`ICHAnalyzerSlicerLib.process.BackgroundJob`.
@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from ICHAnalyzerSlicerLib.process import ERROR_TAG, PROGRESS_TAG
+if __package__ in (None, ""):  # run as a script: make the module folder (ICHAnalyzerLib's parent) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ICHAnalyzerSlicerLib.process import ERROR_TAG, PROGRESS_TAG  # noqa: E402
 
 
 def _progress(step: str, fraction: float) -> None:

@@ -397,3 +397,14 @@ def test_volume_under_a_linear_transform(scene, logic):
     ijk = world_ct.lps_to_voxel(mrml.lps_points_to_ras(mid))[0]
     i, j, k = (int(round(v)) for v in ijk)
     assert labels[k, j, i] == 1
+
+
+def test_a_result_that_cannot_be_shown_leaves_nothing_behind(scene, logic):
+    ct, labels = synthetic_head()
+    volume = add_ct(scene, ct)
+    ct_node, grid = mrml.volume_node_to_ct(volume)
+    count = scene.GetNumberOfNodes()
+    broken_report = {"detection": {}, "slices": []}  # no "volumes": fails after the segments were made
+    with pytest.raises(KeyError):
+        logic.show_result(volume, ct_node, grid, labels, broken_report)
+    assert scene.GetNumberOfNodes() == count and count_segmentations(scene) == 0

@@ -83,6 +83,7 @@ class ICHAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self.job = None
         self.jobStart = 0.0
+        self.connectedPlotViews = []
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_INTERVAL_MS)
         self.timer.connect("timeout()", self.onPollJob)
@@ -341,6 +342,31 @@ class ICHAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if chart.GetNumberOfPlotSeriesNodes() == 0:
             self.setStatus("No per-slice probabilities: labels were given or no model is installed.")
         slicer.modules.plots.logic().ShowChartInLayout(chart)
+        self.connectPlotViews()
+
+    def connectPlotViews(self) -> None:
+        """Clicking a point of the probability plot jumps the slice views to that slice."""
+        layoutManager = slicer.app.layoutManager()
+        for index in range(layoutManager.plotViewCount):
+            view = layoutManager.plotWidget(index).plotView()
+            viewNode = view.mrmlPlotViewNode()
+            if viewNode is not None:
+                viewNode.SetInteractionMode(slicer.vtkMRMLPlotViewNode.InteractionModeSelectPoints)
+            if view not in self.connectedPlotViews:
+                view.connect("dataSelected(vtkStringArray*, vtkCollection*)", self.onPlotDataSelected)
+                self.connectedPlotViews.append(view)
+
+    def onPlotDataSelected(self, seriesIds: vtk.vtkStringArray, selections: vtk.vtkCollection) -> None:
+        volume = self.inputVolume()
+        if volume is None or self.currentResult() is None:
+            return
+        for index in range(selections.GetNumberOfItems()):
+            pointIds = selections.GetItemAsObject(index)
+            if pointIds is not None and pointIds.GetNumberOfTuples() > 0:
+                k = self.logic.plot_row_slice(volume, int(pointIds.GetValue(0)))
+                self.ui.sliceSpinBox.value = k
+                self.logic.jump_to_slice(volume, k)
+                return
 
     def currentSliceIndex(self) -> int:
         volume = self.inputVolume()

@@ -384,6 +384,13 @@ class ICHAnalyzerLogic:
         later = [k for k in ks if k > current_k]
         return later[0] if later else ks[0]
 
+    def plot_row_slice(self, volume_node: object, row: int) -> int:
+        """Grid slice of row ``row`` of the per-slice table/plot (rows follow the report's input slices)."""
+        segmentation_node = self.find_result(volume_node)
+        if segmentation_node is None:
+            raise InputError(f"'{volume_node.GetName()}' has no ICHAnalyzer result.")
+        return int(round(self.current_report(segmentation_node)["slices"][row]["grid_k"]))
+
     def slice_count(self, volume_node: object) -> int:
         """Number of axial (core grid) slices of the volume."""
         dims = volume_node.GetImageData().GetDimensions()

@@ -55,7 +55,8 @@ class BackgroundJob:
 
     def start(self) -> None:
         """Start the process and a thread that reads its output."""
-        flags = subprocess.CREATE_NEW_PROCESS_GROUP if os.name == "nt" else 0
+        # on Windows: no console window popping up, and a process group that terminate() can stop
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW if os.name == "nt" else 0
         self.process = subprocess.Popen(
             self.command,
             stdout=subprocess.PIPE,

@@ -233,6 +233,7 @@ def test_positive_slices_and_jump(scene, logic):
     logic.analyze(volume, labels=labels)
     positive = [int(k) for k in np.flatnonzero(labels.any(axis=(1, 2)))]
     assert logic.positive_slices(volume) == positive
+    assert [logic.plot_row_slice(volume, row) for row in range(ct.shape[0])] == list(range(ct.shape[0]))
     assert logic.next_positive_slice(volume, -1) == positive[0]
     assert logic.next_positive_slice(volume, positive[0]) == positive[1]
     assert logic.next_positive_slice(volume, positive[-1]) == positive[0]  # wraps around

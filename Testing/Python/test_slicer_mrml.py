@@ -184,3 +184,38 @@ def test_dicom_series_uid_comes_from_the_subject_hierarchy(scene):
         item = hierarchy.CreateItem(hierarchy.GetSceneItemID(), node)
     hierarchy.SetItemUID(item, "DICOM", "1.2.840.99.1")
     assert mrml.volume_node_to_ct(node)[0].series_uid == "1.2.840.99.1"
+
+
+def test_slice_plot_has_one_series_per_finding_with_values(scene):
+    keys = ("any", "IPH", "IVH", "SAH", "SDH", "EDH")
+    slices = []
+    for k in range(4):
+        probs = {key: (None if key == "EDH" else round(0.1 * k + 0.01 * n, 3)) for n, key in enumerate(keys)}
+        slices.append({"index": k, "z_mm": 5.0 * k, "grid_k": float(k), "probabilities": probs})
+    report = {"slices": slices}
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode")
+    present = mrml.fill_slice_table(table, report)
+    assert present == ["any", "IPH", "IVH", "SAH", "SDH"]  # EDH has no value: no curve
+    assert np.allclose(slicer.util.arrayFromTableColumn(table, "IPH"), [0.01, 0.11, 0.21, 0.31])
+    assert np.isnan(slicer.util.arrayFromTableColumn(table, "EDH")).all()
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode")
+    mrml.fill_slice_plot(scene, chart, table, present)
+    assert chart.GetNumberOfPlotSeriesNodes() == 5
+    series = chart.GetNthPlotSeriesNode(1)
+    assert (series.GetXColumnName(), series.GetYColumnName()) == ("slice", "IPH")
+    assert np.allclose(series.GetColor(), SUBTYPE_BY_KEY["IPH"].color)
+    # refilling replaces the curves instead of piling them up
+    mrml.fill_slice_plot(scene, chart, table, present[:2])
+    assert chart.GetNumberOfPlotSeriesNodes() == 2
+    assert scene.GetNodesByClass("vtkMRMLPlotSeriesNode").GetNumberOfItems() == 2
+
+
+def test_detection_table_shows_probabilities_or_the_reason(scene):
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode")
+    detection = {"any": 0.93, "IPH": 0.9, "IVH": 0.2, "SAH": 0.05, "SDH": 0.01, "EDH": 0.0, "reason": None}
+    mrml.fill_detection_table(table, {"detection": detection})
+    rows = mrml.table_rows(table)
+    assert [r["Probability"] for r in rows] == ["0.930", "0.900", "0.200", "0.050", "0.010", "0.000"]
+    mrml.fill_detection_table(table, {"detection": {**{k: None for k in detection}, "reason": "no model"}})
+    rows = mrml.table_rows(table)
+    assert rows[-1] == {"Finding": "Note", "Probability": "no model"}

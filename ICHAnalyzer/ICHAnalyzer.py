@@ -75,7 +75,7 @@ class ICHAnalyzerParameterNode:
 class ICHAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Panel: input, Analyze/Cancel, progress, results, navigation, edit, recompute, export."""
 
-    def __init__(self, parent: qt.QWidget | None = None) -> None:
+    def __init__(self, parent: "qt.QWidget | None" = None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
@@ -147,7 +147,7 @@ class ICHAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if first:
                 self._parameterNode.inputVolume = first
 
-    def setParameterNode(self, inputParameterNode: ICHAnalyzerParameterNode | None) -> None:
+    def setParameterNode(self, inputParameterNode: "ICHAnalyzerParameterNode | None") -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
@@ -161,14 +161,14 @@ class ICHAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ state
 
-    def inputVolume(self) -> vtkMRMLScalarVolumeNode | None:
+    def inputVolume(self) -> "vtkMRMLScalarVolumeNode | None":
         return self._parameterNode.inputVolume if self._parameterNode else None
 
-    def currentResult(self) -> vtkMRMLSegmentationNode | None:
+    def currentResult(self) -> "vtkMRMLSegmentationNode | None":
         volume = self.inputVolume()
         return self.logic.find_result(volume) if volume else None
 
-    def updateButtons(self, caller: vtk.vtkObject | None = None, event: int | None = None) -> None:
+    def updateButtons(self, caller: "vtk.vtkObject | None" = None, event: int | None = None) -> None:
         running = self.job is not None
         volume = self.inputVolume()
         hasResult = self.currentResult() is not None
@@ -197,7 +197,7 @@ class ICHAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.labelsSourceLabel.text = ""
         self.updateButtons()
 
-    def onInputChanged(self, node: slicer.vtkMRMLNode | None) -> None:
+    def onInputChanged(self, node: "slicer.vtkMRMLNode | None") -> None:
         self.updateResultWidgets()
 
     def onDeviceChanged(self, index: int) -> None:

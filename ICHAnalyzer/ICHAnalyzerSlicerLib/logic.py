@@ -188,13 +188,11 @@ class ICHAnalyzerLogic:
         Poll the returned job (e.g. from a qt.QTimer), then call :meth:`finish_background`; ``job.cancel()``
         stops it and leaves the scene untouched.
         """
-        from ICHAnalyzerLib.io import write_ct
-
         self.check_can_replace(volume_node, replace_edits)
         ct, grid = mrml.volume_node_to_ct(volume_node)
         workdir = Path(tempfile.mkdtemp(prefix="ICHAnalyzer-"))
         input_path = workdir / "input.nrrd"
-        write_ct(input_path, ct)
+        mrml.write_temporary_nrrd(input_path, ct)
         command = worker_command(
             python or python_executable(), input_path, workdir / "output", device, mask_path
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,6 +132,23 @@ def volume_node_to_ct(volume_node: slicer.vtkMRMLScalarVolumeNode) -> tuple[CTVo
         series_uid=dicom_series_uid(volume_node),
     )
     return ct, grid
+
+
+def write_temporary_nrrd(path: str | os.PathLike, ct: CTVolume) -> None:
+    """Write ``ct`` as an uncompressed NRRD (LPS, exact affine) for the background process to read.
+
+    Raw rather than gzip: a 512x512x40 CT takes ~0.1 s instead of ~10 s, and the file is deleted afterwards.
+    """
+    import nrrd
+
+    header = {
+        "space": "left-posterior-superior",
+        "space directions": np.asarray(ct.affine, dtype=float)[:3, :3].T,
+        "space origin": np.asarray(ct.affine, dtype=float)[:3, 3],
+        "kinds": ["domain", "domain", "domain"],
+        "encoding": "raw",
+    }
+    nrrd.write(str(path), np.ascontiguousarray(ct.hu.transpose(2, 1, 0)), header, index_order="F")
 
 
 def dicom_series_uid(volume_node: slicer.vtkMRMLScalarVolumeNode) -> str | None:

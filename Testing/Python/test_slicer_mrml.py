@@ -80,22 +80,24 @@ def test_sagittal_volume_is_put_in_axial_order_and_back(scene):
     assert np.allclose(ct.voxel_to_lps(core_ijk), mrml.lps_points_to_ras((ras @ [*node_ijk, 1])[:3]))
 
 
-@pytest.mark.parametrize("sagittal", [False, True])
-def test_core_reads_back_the_grid_the_module_hands_it(scene, tmp_path, sagittal):
+@pytest.mark.parametrize("layout", ["axial", "sagittal", "tilted"])
+def test_core_reads_back_the_grid_the_module_hands_it(scene, tmp_path, layout):
     """The background run writes the CT to NRRD and loads the core's label map onto the same grid:
     the core's reader must see exactly the module's CTVolume (same axis order, affine, voxels)."""
-    from ICHAnalyzerLib.io import load_ct, write_ct
+    from ICHAnalyzerLib.io import load_ct
 
     rng = np.random.default_rng(1)
     array = rng.integers(-1000, 1000, size=(6, 7, 8)).astype(np.int16)
-    if sagittal:
+    ras = axial_ras()
+    if layout == "sagittal":
         ras = np.array([[0, 0, 1.0, -50], [-0.7, 0, 0, 20], [0, -0.8, 0, 60], [0, 0, 0, 1]])
-    else:
-        ras = axial_ras()
+    elif layout == "tilted":  # gantry tilt: the slice step leans towards the row direction (sheared grid)
+        ras[:3, 2] = [0.0, -5.0 * np.tan(np.radians(22.0)), 5.0]
     ct, _ = mrml.volume_node_to_ct(add_volume(scene, array, ras))
-    write_ct(tmp_path / "ct.nrrd", ct)
+    mrml.write_temporary_nrrd(tmp_path / "ct.nrrd", ct)
     back = load_ct(tmp_path / "ct.nrrd")
     assert np.allclose(back.affine, ct.affine) and np.array_equal(back.hu, ct.hu)
+    assert back.tilt_deg == pytest.approx(22.0 if layout == "tilted" else 0.0, abs=1e-6)
 
 
 def test_labels_to_segmentation_and_back(scene):

@@ -260,6 +260,7 @@ def labels_to_segmentation(
                     f"Could not store the {subtype.key} segment in '{segmentation_node.GetName()}'."
                 )
             created.append(subtype.key)
+        segmentation.CollapseBinaryLabelmaps(False)  # no overlap: one shared layer
     finally:
         segmentation_node.EndModify(was_modifying)
     display = segmentation_node.GetDisplayNode()

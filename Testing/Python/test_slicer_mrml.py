@@ -221,3 +221,15 @@ def test_detection_table_shows_probabilities_or_the_reason(scene):
     mrml.fill_detection_table(table, {"detection": {**{k: None for k in detection}, "reason": "no model"}})
     rows = mrml.table_rows(table)
     assert rows[-1] == {"Finding": "Note", "Probability": "no model"}
+
+
+def test_segments_share_one_labelmap_layer(scene):
+    shape = (4, 6, 7)
+    node = add_volume(scene, np.zeros(shape, np.int16), axial_ras())
+    labels = np.zeros(shape, np.uint8)
+    labels[1, 1:3, 1:3] = 2
+    labels[2, 3:5, 4:6] = 3
+    segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    mrml.labels_to_segmentation(labels, node, segmentation_node)
+    assert segmentation_node.GetSegmentation().GetNumberOfLayers() == 1
+    assert np.array_equal(mrml.segmentation_to_labels(segmentation_node, node)[0], labels)

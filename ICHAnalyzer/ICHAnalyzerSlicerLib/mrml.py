@@ -124,7 +124,8 @@ def volume_node_to_ct(volume_node: slicer.vtkMRMLScalarVolumeNode) -> tuple[CTVo
     affine[:3, :3] = node_affine[:3, list(grid.perm)]
     affine[:3, 3] = node_affine[:3, 3]
     hu = grid.to_core(array)
-    hu = hu.astype(np.int16 if np.issubdtype(hu.dtype, np.integer) else np.float32, copy=False)
+    fits_int16 = np.issubdtype(hu.dtype, np.integer) and hu.min() >= -32768 and hu.max() <= 32767
+    hu = hu.astype(np.int16 if fits_int16 else np.float32, copy=False)
     ct = CTVolume(
         hu=hu,
         affine=affine,

@@ -233,3 +233,12 @@ def test_segments_share_one_labelmap_layer(scene):
     mrml.labels_to_segmentation(labels, node, segmentation_node)
     assert segmentation_node.GetSegmentation().GetNumberOfLayers() == 1
     assert np.array_equal(mrml.segmentation_to_labels(segmentation_node, node)[0], labels)
+
+
+def test_voxel_types_keep_their_values(scene):
+    wide = np.array([-1000, 0, 40000], np.int32).repeat(8).reshape(2, 3, 4)
+    ct, _ = mrml.volume_node_to_ct(add_volume(scene, wide, axial_ras()))
+    assert ct.hu.dtype == np.float32 and np.array_equal(ct.hu, wide)  # no int16 wrap-around
+    narrow = np.array([-1024, 0, 3000], np.int32).repeat(8).reshape(2, 3, 4)
+    ct, _ = mrml.volume_node_to_ct(add_volume(scene, narrow, axial_ras(), "narrow"))
+    assert ct.hu.dtype == np.int16 and np.array_equal(ct.hu, narrow)

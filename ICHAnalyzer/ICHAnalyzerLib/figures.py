@@ -13,8 +13,12 @@ from scipy import ndimage as ndi
 
 from .volume import CTVolume
 
-TILE_PX = 256  # longest side of one slice tile
+TILE_PX = 240  # longest side of one slice tile
 FILL_ALPHA = 0.25  # opacity of the translucent fill
+GREY_LEVELS = 32  # the windowed image is posterized to this many levels (smaller PNG; 2.5 HU at W 80)
+DISPLAY_SMOOTH_PX = 0.7  # Gaussian sigma (input pixels) against noise aliasing when downscaling
+PALETTE_COLORS = 64
+MAX_TILES = 24  # default slice selection; a PNG of 24 tiles stays under ~300 KB
 _LEGEND_H = 18
 _TITLE_H = 20
 
@@ -44,8 +48,10 @@ def _rgb(color: str | tuple[float, float, float] | tuple[int, int, int]) -> tupl
 def _windowed(slice_hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     center, width = window
     low = center - width / 2.0
-    grey = (slice_hu.astype(np.float32) - low) / float(width) * 255.0
-    return np.clip(grey, 0, 255).astype(np.uint8)
+    smooth = ndi.gaussian_filter(slice_hu.astype(np.float32), DISPLAY_SMOOTH_PX)
+    grey = np.clip((smooth - low) / float(width), 0.0, 1.0)
+    step = 255.0 / (GREY_LEVELS - 1)
+    return (np.round(grey * (GREY_LEVELS - 1)) * step).astype(np.uint8)
 
 
 def _tile_size(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> tuple[int, int]:
@@ -57,13 +63,13 @@ def _tile_size(shape: tuple[int, int, int], spacing: tuple[float, float, float])
 
 
 def _default_slices(ct: CTVolume, overlays: list[tuple[np.ndarray, tuple[int, int, int], str]]) -> list[int]:
-    """Every slice that shows any overlay, else every slice (both thinned to at most 24)."""
+    """Every slice that shows any overlay, else every slice (both thinned to at most ``MAX_TILES``)."""
     shown = np.zeros(ct.shape[0], bool)
     for mask, _, _ in overlays:
         shown |= np.asarray(mask).reshape(ct.shape).any(axis=(1, 2))
     slices = np.flatnonzero(shown) if shown.any() else np.arange(ct.shape[0])
-    if len(slices) > 24:
-        slices = slices[np.linspace(0, len(slices) - 1, 24).round().astype(int)]
+    if len(slices) > MAX_TILES:
+        slices = slices[np.linspace(0, len(slices) - 1, MAX_TILES).round().astype(int)]
     return [int(k) for k in slices]
 
 
@@ -79,7 +85,7 @@ def render_overlay(
     """Write a PNG montage of axial slices (``window`` = (centre, width) HU) with mask outlines.
 
     ``overlays``: ``(mask [k, j, i] bool or label>0, colour RGB 0-255 or 0-1 floats, legend name)``.
-    ``slices``: slice indices to show (default: slices with any overlay, at most 24).
+    ``slices``: slice indices to show (default: slices with any overlay, at most ``MAX_TILES``).
     Each slice is drawn in its own plane with its in-plane pixel aspect; slice index and position
     are printed on each tile.
     """
@@ -105,7 +111,7 @@ def render_overlay(
             if not m.any():
                 continue
             rgb[m] = (1 - FILL_ALPHA) * rgb[m] + FILL_ALPHA * np.asarray(color, np.float32)
-        tile = Image.fromarray(rgb.astype(np.uint8)).resize((tile_w, tile_h), Image.BILINEAR)
+        tile = Image.fromarray(rgb.astype(np.uint8)).resize((tile_w, tile_h), Image.BOX)
         tile_arr = np.asarray(tile).copy()
         for mask, color in zip(masks, colors, strict=True):
             m = mask[k]
@@ -128,4 +134,6 @@ def render_overlay(
         x += 24 + int(draw.textlength(name, font=font))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.convert("P", palette=Image.ADAPTIVE, colors=128).save(path, optimize=True)
+    canvas.quantize(colors=PALETTE_COLORS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        path, optimize=True
+    )

@@ -32,7 +32,10 @@ LAST_RESORT_RADIUS_MM = 12.0  # only where none of the above encloses a cavity
 OPEN_MM = 4.0  # in-plane erosion radius that separates the brain from what leaks through openings
 MAX_BONE_HOLE_MM2 = 150.0  # calcifications (choroid plexus, pineal, falx) are smaller
 MIN_PIECE_MM2 = 100.0  # smaller in-plane pieces of the mask are dropped
-MIN_SLICE_FRACTION = 0.02  # cavity smaller than this fraction of the slice's head area is ignored
+MIN_SLICE_FRACTION = 0.02
+# Sections below this at the bottom of the mask are the spinal canal (cord + CSF ~2-4 cm^2), not the
+# posterior fossa (foramen magnum level with cisterna magna and tonsils is larger).
+SPINAL_CANAL_MAX_MM2 = 600.0  # cavity smaller than this fraction of the slice's head area is ignored
 
 # In-plane 8-connectivity only (per-slice operations on a 3D array).
 _IN_PLANE = np.zeros((3, 3, 3), bool)
@@ -216,7 +219,20 @@ def brain_mask(ct: CTVolume) -> np.ndarray:
     fine = _largest_component(fine, _CONN_FULL)
     mask = np.zeros(hu.shape, bool)
     mask[box] = _fill_small_holes(fine, bone[box], MAX_BONE_HOLE_MM2 / (dx * dy))
+    _trim_spinal_canal(mask, dx * dy, superior_is_up=ct.slice_normal[2] >= 0)
     return mask
+
+
+def _trim_spinal_canal(mask: np.ndarray, pixel_mm2: float, superior_is_up: bool) -> None:
+    """Clear, in place, the lowest slices while their section is canal-sized (below the foramen magnum)."""
+    area_mm2 = mask.sum(axis=(1, 2)) * pixel_mm2
+    order = np.flatnonzero(area_mm2 > 0)
+    if order.size == 0:
+        return
+    for k in order if superior_is_up else order[::-1]:
+        if area_mm2[k] >= SPINAL_CANAL_MAX_MM2:
+            break
+        mask[k] = False
 
 
 def _drop_small_pieces(mask: np.ndarray, min_px: float) -> np.ndarray:

@@ -17,7 +17,9 @@ TILE_PX = 240  # longest side of one slice tile
 FILL_ALPHA = 0.25  # opacity of the translucent fill
 GREY_LEVELS = 32  # the windowed image is posterized to this many levels (smaller PNG; 2.5 HU at W 80)
 DISPLAY_SMOOTH_PX = 0.7  # Gaussian sigma (input pixels) against noise aliasing when downscaling
-PALETTE_COLORS = 64
+FILL_SHADES = 12  # palette entries per overlay colour for its translucent fill
+_TEXT = (255, 255, 0)  # slice captions
+_LABEL = (255, 255, 255)  # title and legend
 MAX_TILES = 24  # default slice selection; a PNG of 24 tiles stays under ~300 KB
 _LEGEND_H = 18
 _TITLE_H = 20
@@ -43,6 +45,22 @@ def _rgb(color: str | tuple[float, float, float] | tuple[int, int, int]) -> tupl
     if all(isinstance(c, float) and c <= 1.0 for c in color):
         return tuple(int(round(255 * c)) for c in color)  # type: ignore[return-value]
     return tuple(int(c) for c in color)  # type: ignore[return-value]
+
+
+def _palette(colors: list[tuple[int, int, int]]) -> Image.Image:
+    """Fixed palette: the grey levels, each overlay colour exactly plus its fill blended over greys, and
+    the text colours (an adaptive palette can drop a thin outline's colour)."""
+    greys = np.round(np.linspace(0, 255, GREY_LEVELS)).astype(int)
+    entries = [(int(g), int(g), int(g)) for g in greys] + [_TEXT, _LABEL]
+    for color in colors:
+        entries.append(tuple(color))
+        for g in np.linspace(0, 255, FILL_SHADES):
+            entries.append(tuple(int(round((1 - FILL_ALPHA) * g + FILL_ALPHA * c)) for c in color))
+    entries = list(dict.fromkeys(entries))[:256]
+    flat = [v for rgb in entries for v in rgb]
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(flat + flat[:3] * (256 - len(entries)))
+    return palette
 
 
 def _windowed(slice_hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
@@ -124,16 +142,14 @@ def render_overlay(
         x0, y0 = (n % columns) * tile_w, top + (n // columns) * tile_h
         canvas.paste(Image.fromarray(tile_arr), (x0, y0))
         z_mm = float(ct.voxel_to_lps([0, 0, k])[0] @ normal)
-        draw.text((x0 + 3, y0 + 2), f"k={k} z={z_mm:.0f}", fill=(255, 255, 0), font=font)
+        draw.text((x0 + 3, y0 + 2), f"k={k} z={z_mm:.0f}", fill=_TEXT, font=font)
     if title:
-        draw.text((4, 4), title, fill=(255, 255, 255), font=font)
+        draw.text((4, 4), title, fill=_LABEL, font=font)
     x, y = 4, top + rows * tile_h + 3
     for (_, _, name), color in zip(overlays, colors, strict=True):
         draw.rectangle([x, y + 2, x + 10, y + 12], fill=color)
-        draw.text((x + 14, y + 1), name, fill=(255, 255, 255), font=font)
+        draw.text((x + 14, y + 1), name, fill=_LABEL, font=font)
         x += 24 + int(draw.textlength(name, font=font))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.quantize(colors=PALETTE_COLORS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
-        path, optimize=True
-    )
+    canvas.quantize(palette=_palette(colors), dither=Image.Dither.NONE).save(path, optimize=True)

@@ -33,9 +33,10 @@ OPEN_MM = 4.0  # in-plane erosion radius that separates the brain from what leak
 MAX_BONE_HOLE_MM2 = 150.0  # calcifications (choroid plexus, pineal, falx) are smaller
 MIN_PIECE_MM2 = 100.0  # smaller in-plane pieces of the mask are dropped
 MIN_SLICE_FRACTION = 0.02
-# Sections below this at the bottom of the mask are the spinal canal (cord + CSF ~2-4 cm^2), not the
-# posterior fossa (foramen magnum level with cisterna magna and tonsils is larger).
-SPINAL_CANAL_MAX_MM2 = 600.0  # cavity smaller than this fraction of the slice's head area is ignored
+# Single-piece sections below this at the bottom of the mask are the spinal canal (canal with cord and CSF
+# measured 6-9 cm^2 on the real series, obliquely cut on tilted ones); the posterior fossa above measures
+# > 12 cm^2 or shows the two tonsils.
+SPINAL_CANAL_MAX_MM2 = 1000.0  # cavity smaller than this fraction of the slice's head area is ignored
 
 # In-plane 8-connectivity only (per-slice operations on a 3D array).
 _IN_PLANE = np.zeros((3, 3, 3), bool)
@@ -224,13 +225,12 @@ def brain_mask(ct: CTVolume) -> np.ndarray:
 
 
 def _trim_spinal_canal(mask: np.ndarray, pixel_mm2: float, superior_is_up: bool) -> None:
-    """Clear, in place, the lowest slices while their section is canal-sized (below the foramen magnum)."""
+    """Clear, in place, the lowest slices while their section is one canal-sized piece (spinal canal and
+    cord down from the foramen magnum; the posterior fossa above is larger or splits into the tonsils)."""
     area_mm2 = mask.sum(axis=(1, 2)) * pixel_mm2
     order = np.flatnonzero(area_mm2 > 0)
-    if order.size == 0:
-        return
     for k in order if superior_is_up else order[::-1]:
-        if area_mm2[k] >= SPINAL_CANAL_MAX_MM2:
+        if area_mm2[k] >= SPINAL_CANAL_MAX_MM2 or ndi.label(mask[k])[1] > 1:
             break
         mask[k] = False
 

@@ -7,18 +7,21 @@ Conventions (all measurements in millimetres, end points in LPS):
   sits at ``(x, y) = (i * dx, j * dy)`` in the orthonormal frame of the slice (columns 0 and 1 of the
   affine must be orthogonal). The slice thickness used for C is the distance between slice planes,
   ``dz = |det| / (dx * dy)``, not the length of the third affine column.
-- Lengths of the rasterized lesion: *centre-to-centre extent of the end pixels along the measured
-  direction, plus a quarter pixel width at each end* (``END_MARGIN_PIXELS``; pixel width along ``u`` is
-  ``w(u) = sqrt((ux dx)^2 + (uy dy)^2)``). Centre-to-centre underestimates a rasterized ellipse's axes by
-  about half a pixel and edge-to-edge overestimates them by about half a pixel (the longest diameter and
-  chord pick the luckiest pixels); a quarter pixel per end is unbiased (mean error < 0.15 pixel, SD 0.3-0.5
-  pixel over random ellipses, 0.5-1 mm pixels, measured while writing this module). Drawn end points are
-  the end pixel centres moved out by that quarter pixel along the line: inside the end pixels.
-- ABC/2, per label and per hematoma: on the slice with the largest area (first one on ties),
-  A = longest diameter (maximum Feret diameter over the convex hull of the pixel centres);
-  B = longest chord perpendicular to A on that slice, i.e. the longest *contiguous* run of lesion along a
-  line perpendicular to A (so the drawn line lies on the lesion; a line crossing two lobes counts the
-  longer lobe only); C = dz x (slices with area >= 75 % of the largest + 0.5 x slices with 25-75 %);
+- Lengths of the rasterized lesion are made unbiased for rasterized ellipses: centre-to-centre lengths
+  come out about half a pixel short and edge-to-edge ones about half a pixel long (a longest diameter
+  or chord picks the luckiest pixels), so each end gets a quarter pixel from the first or loses one from
+  the second. Over random ellipses (0.5-1 mm pixels) the mean error of A and B is < 0.15 pixel, SD 0.3-0.5
+  pixel (checked in ``Testing/Python/test_volumetry_abc2.py``). The pixel width along a unit direction u
+  is ``w(u) = sqrt((ux dx)^2 + (uy dy)^2)``.
+- ABC/2, per label and per hematoma, on the slice with the largest area (the first one on ties):
+  A = longest diameter: the two pixel centres farthest apart (convex hull), + w/4 at each end
+  (``END_MARGIN_PIXELS``); its end points are those centres moved out by w/4 along A (inside the end
+  pixels). B = longest chord perpendicular to A: lines perpendicular to A, a quarter pixel apart, are
+  sampled every quarter pixel (nearest pixel); B is the longest *contiguous* run of lesion samples, edge
+  to edge, - w/4 at each end (``B_TRIM_PIXELS``), so the drawn B line lies on the lesion, and a line that
+  crosses two lobes counts the longer lobe only. (Lines one pixel apart are tried first and the best
+  four refined, which matches the exhaustive search within a fraction of a pixel.)
+  C = dz x (slices with area >= 75 % of the largest + 0.5 x slices with 25-75 %; < 25 % count 0);
   unweighted C = dz x number of slices with lesion. ABC/2 = A * B * C / 2 (mL = mm^3 / 1000).
 - Max thickness, for SDH and EDH (and each of their hematomas; None for the other subtypes and for
   ``total``, where it has no clinical use): ``2 x (max EDT - w/4)`` where EDT is the
@@ -51,7 +54,7 @@ ABC2_APPLICABLE_KEYS = frozenset({"IPH"})
 _MM_DECIMALS = 2
 _ML_DECIMALS = 4
 _PCT_DECIMALS = 2
-# Added to the centre-to-centre extent at EACH end, in pixel widths along the line (see module docstring).
+# Added at each end of A's centre-to-centre length, in pixel widths along A (see the module docstring).
 END_MARGIN_PIXELS = 0.25
 # Taken off each end of a B chord measured edge to edge along the sampled line (pixel widths).
 B_TRIM_PIXELS = 0.25

@@ -409,3 +409,21 @@ def test_a_result_that_cannot_be_shown_leaves_nothing_behind(scene, logic):
     with pytest.raises(KeyError):
         logic.show_result(volume, ct_node, grid, labels, broken_report)
     assert scene.GetNumberOfNodes() == count and count_segmentations(scene) == 0
+
+
+def test_analyze_without_labels_runs_the_installed_model_or_says_why_not(scene, logic):
+    ct, _ = synthetic_head()
+    volume = add_ct(scene, ct)
+    nodes = logic.analyze(volume)
+    report = logic.current_report(nodes.segmentation)
+    labels, _ = logic.current_labels(volume, nodes.segmentation)
+    if report["model"] is None:  # no model in this build: empty result, blank probabilities, a reason
+        assert report["source_of_labels"] == "none"
+        assert nodes.segmentation.GetSegmentation().GetNumberOfSegments() == 0 and not labels.any()
+        assert report["detection"]["reason"]
+        assert mrml.table_rows(nodes.detection_table)[-1]["Finding"] == "Note"
+        assert nodes.lines == {} and nodes.chart.GetNumberOfPlotSeriesNodes() == 0
+    else:
+        assert report["source_of_labels"] == "model"
+        check_result_matches(logic, volume, nodes, ct, labels, report)
+        assert nodes.chart.GetNumberOfPlotSeriesNodes() == 6

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -67,6 +68,7 @@ class BackgroundJob:
             text=True,
             bufsize=1,
             creationflags=flags,
+            start_new_session=os.name != "nt",  # its own process group: cancel stops its children too
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -121,13 +123,24 @@ class BackgroundJob:
     def cancel(self, grace_s: float = 3.0) -> None:
         """Stop the process (terminate, then kill); nothing it wrote is loaded."""
         self.cancelled = True
-        if self.running:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=grace_s)
+        if not self.running:
+            return
+        self._signal(force=False)
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self._signal(force=True)
+            self.process.wait(timeout=grace_s)
+
+    def _signal(self, force: bool) -> None:
+        """SIGTERM (or SIGKILL) to the whole process group; TerminateProcess on Windows."""
+        if os.name == "nt":
+            self.process.kill()
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL if force else signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
     def error_message(self) -> str:
         """One line telling why the run failed."""

@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -427,3 +428,46 @@ def test_analyze_without_labels_runs_the_installed_model_or_says_why_not(scene, 
         assert report["source_of_labels"] == "model"
         check_result_matches(logic, volume, nodes, ct, labels, report)
         assert nodes.chart.GetNumberOfPlotSeriesNodes() == 6
+
+
+def child_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie left for an init that does not reap counts as ended)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups are POSIX")
+def test_cancel_stops_the_worker_and_its_children(tmp_path):
+    from ICHAnalyzerSlicerLib.process import BackgroundJob
+
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print('CHILD', child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    job = BackgroundJob([sys.executable, "-c", script], workdir=tmp_path)
+    job.start()
+    deadline = time.monotonic() + 30
+    while not any(line.startswith("CHILD") for line in job.output) and time.monotonic() < deadline:
+        job.poll()
+        time.sleep(0.05)
+    child_pid = int(next(line for line in job.output if line.startswith("CHILD")).split()[1])
+    job.cancel()
+    assert job.wait(timeout=10) is not None and job.cancelled
+    for _ in range(50):  # the child was in the worker's process group
+        if not child_alive(child_pid):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the worker's child process survived Cancel")
+    assert job.error_message() == "Cancelled."

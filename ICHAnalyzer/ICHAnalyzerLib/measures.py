@@ -1,18 +1,25 @@
 """Clinical measures beyond volume: midline shift, hematoma location, ICH score (imaging parts).
 
 All coordinates are DICOM patient coordinates (LPS, mm). Nothing is guessed: a measure that cannot be
-made is null with a note saying why.
+made is null with a note saying why. Method and validation: docs/clinical-measures.md.
 
 Midline shift
     The ideal midline is the mid-sagittal symmetry plane of the intracranial cavity (the brain mask):
     the plane about which the mask best matches its own mirror image (3 parameters: two angles and an
     offset, optimised on a 2 mm copy of the mask). Mass effect moves the brain but not the skull, so
     the cavity's plane stays where the falx is attached. The septum pellucidum is the thin tissue
-    between the two frontal horns / bodies of the lateral ventricles: on each axial slice, along lines
-    perpendicular to the ideal midline, CSF (<= ``CSF_MAX_HU``) - tissue - CSF patterns near the
-    midline give septum positions; the slice with the longest septum (the level of the foramen of
-    Monro / ventricle bodies) is used. The shift is the distance of the septum (its most displaced
-    point on a 5 mm median-filtered profile) from the ideal plane.
+    between the frontal horns / bodies of the lateral ventricles: along lines perpendicular to the
+    ideal midline, CSF - tissue - CSF patterns near the midline give septum positions, searched where
+    the template's septum region maps (atlas registration) and taken on the slice where the septum is
+    longest. The shift is the distance from the ideal plane of the septum's most displaced part (75th
+    percentile of the 5 mm median-filtered profile).
+
+Location
+    Hematoma voxels mapped through the affine template registration (``atlas``) into the BLAST-CT
+    atlas: lobar / deep / infratentorial, side from the ideal midline, IPH touching IVH.
+
+ICH score
+    Hemphill et al. 2001, only when every part is known (GCS and age come from the caller).
 """
 
 from __future__ import annotations
@@ -400,12 +407,12 @@ def hematoma_components(labels: np.ndarray, label: int, hematomas: list[dict],
 
 def _locate_one(key: str, voxels: np.ndarray, ct: CTVolume, labels: np.ndarray, registration: Any,
                 atlas: Any, plane: dict | None, rng: np.random.Generator) -> dict[str, Any]:
-    from .atlas import region_category
+    from .atlas import atlas_labels_at, region_category
 
     sample = voxels if len(voxels) <= MAX_POINTS_PER_HEMATOMA else voxels[
         rng.choice(len(voxels), MAX_POINTS_PER_HEMATOMA, replace=False)]
     points = ct.voxel_to_lps(sample[:, ::-1].astype(float))
-    region_labels = atlas_labels(registration, atlas, points)
+    region_labels = atlas_labels_at(registration, atlas, points)
     named = region_labels[region_labels > 0]
     regions: list[dict[str, Any]] = []
     categories: dict[str, float] = {}
@@ -447,12 +454,6 @@ def _touches(labels: np.ndarray, voxels: np.ndarray, other: int) -> bool:
     own[tuple((voxels - lo).T)] = True
     grown = ndi.binary_dilation(own, structure=FULL_CONNECTIVITY)
     return bool((crop[grown] == other).any())
-
-
-def atlas_labels(registration: Any, atlas: Any, points_lps: np.ndarray) -> np.ndarray:
-    from .atlas import atlas_labels_at
-
-    return atlas_labels_at(registration, atlas, points_lps)
 
 
 def hematoma_locations(ct: CTVolume, labels: np.ndarray, volumes: dict, registration: Any, atlas: Any,

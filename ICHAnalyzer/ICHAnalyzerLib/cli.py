@@ -80,13 +80,49 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     progress = StepProgress(args.quiet)
     try:
         result = analyze(args.input, args.output, mask_path=args.mask, device=args.device, force=args.force,
-                         series_uid=args.series, progress=progress)
+                         series_uid=args.series, progress=progress, gcs=args.gcs, age=args.age)
     finally:
         progress.close()
     if not args.quiet:
         for warning in result.ct.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         print(volume_table(result.report))
+        print(clinical_summary(result.report))
+        print(f"Outputs written to {args.output}")
+    return 0
+
+
+def clinical_summary(report: dict) -> str:
+    """Midline shift and ICH score in a few lines (or why they are missing)."""
+    section = report.get("clinical")
+    if not section:
+        return "Clinical measures: not computed (no hemorrhage labels: no model ran and no --mask given)."
+    lines = []
+    shift = section.get("midline_shift") or {}
+    if shift.get("shift_mm") is not None:
+        note = shift.get("note") or "see report"
+        reliable = "" if shift.get("reliable") else f" (unreliable: {note})"
+        lines.append(f"Midline shift: {shift['shift_mm']:.1f} mm{reliable}")
+    else:
+        lines.append(f"Midline shift: not measured ({shift.get('note') or 'see report'})")
+    score = section.get("ich_score") or {}
+    if score.get("score") is not None:
+        lines.append(f"ICH score: {score['score']}")
+    elif score:
+        lines.append(f"ICH score: incomplete, missing {', '.join(score.get('missing') or [])} "
+                     "(give --gcs and --age)")
+    return "\n".join(lines)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    comparison = compare(args.baseline, args.followup, args.output, baseline_mask=args.baseline_mask,
+                         followup_mask=args.followup_mask, device=args.device, force=args.force)
+    if not args.quiet:
+        import json
+
+        print(json.dumps({k: comparison[k] for k in ("volumes", "expansion") if k in comparison}, indent=1))
         print(f"Outputs written to {args.output}")
     return 0
 
@@ -163,8 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="label map on the input's grid (1 IPH, 2 IVH, 3 SAH, 4 SDH, 5 EDH) "
                                   "used instead of the model's segmentation")
     p.add_argument("--series", help="SeriesInstanceUID to analyse when a DICOM folder holds several")
+    p.add_argument("--gcs", type=int, help="Glasgow Coma Scale (3-15), completes the ICH score")
+    p.add_argument("--age", type=int, help="patient age in years, completes the ICH score")
     common(p)
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("compare", help="follow-up against baseline: volumes side by side, expansion flags")
+    p.add_argument("baseline", help="baseline CT (DICOM folder, NIfTI or NRRD)")
+    p.add_argument("followup", help="follow-up CT (DICOM folder, NIfTI or NRRD)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--baseline-mask", help="label map on the baseline's grid instead of the model's")
+    p.add_argument("--followup-mask", help="label map on the follow-up's grid instead of the model's")
+    common(p)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="run the whole pipeline on a built-in synthetic head CT phantom")
     p.add_argument("-o", "--output", help="output folder (default: a new temporary folder)")

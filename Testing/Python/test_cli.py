@@ -177,3 +177,28 @@ def test_demo_prints_truth_next_to_measures(tmp_path, capsys):
     assert "true mL" in text and "ABC/2 mL" in text
     for key in SUBTYPE_KEYS:
         assert any(line.strip().startswith(key) for line in text.splitlines())
+
+
+def test_ich_score_completed_only_by_clinical_flags(phantom_files, tmp_path):
+    _, ct_path, truth_path = phantom_files
+    base = ["analyze", str(ct_path), "--mask", str(truth_path), "--quiet"]
+    assert main([*base, "-o", str(tmp_path / "a")]) == 0
+    partial = json.loads((tmp_path / "a" / "report.json").read_text())["clinical"]["ich_score"]
+    assert partial["score"] is None and set(partial["missing"]) >= {"GCS", "age"}
+    assert main([*base, "-o", str(tmp_path / "b"), "--gcs", "4", "--age", "85"]) == 0
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    validate_report(report)
+    full = report["clinical"]["ich_score"]
+    # GCS 3-4 gives 2 points, age >= 80 one more, IVH present in the phantom one more
+    assert full["score"] is not None and full["score"] >= 4
+    assert full["missing"] == [] or "infratentorial" in " ".join(full["missing"])
+
+
+def test_no_labels_means_no_clinical_section(shared_cache, tmp_path, monkeypatch):
+    """Without a model or a mask nothing was segmented: clinical measures must not read it as 'no bleed'."""
+    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed"))
+    folder = series_dir(shared_cache, "ID_cd5a85fd")
+    report = pipeline.analyze(folder, tmp_path / "out").report
+    assert report["source_of_labels"] == "none" and report["clinical"] is None
+    assert report["detection"]["any"] is None and report["detection"]["reason"] == "no model is installed"
+    assert all(s["probabilities"]["any"] is None for s in report["slices"])

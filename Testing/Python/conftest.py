@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("ICH_SHARED_DIR", REPO.parent / "shared"))  # override for worktrees
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,206 @@
+"""The analysis pipeline shared by the CLI and the Slicer module.
+
+``analyze_volume`` works in memory on a :class:`CTVolume`; ``analyze`` adds loading and writes the output
+folder atomically (a temporary sibling folder renamed into place: nothing half-written after an error
+or Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .constants import DETECTION_KEYS, MAX_LABEL
+from .errors import InputError, ModelError, OutputError
+from .report import build_report, null_detection, validate_report, write_report
+from .volume import CTVolume
+
+ProgressCallback = Callable[[str, float], None]
+
+OUTPUT_FILES = ("labelmap.nii.gz", "segmentation.seg.nrrd", "report.json", "report.csv")
+
+
+@dataclass
+class AnalysisResult:
+    """Everything one analysis produced, on the CT's grid."""
+
+    ct: CTVolume
+    labels: np.ndarray  # uint8 [k, j, i]
+    brain: np.ndarray  # bool [k, j, i]
+    report: dict
+    timing_s: dict[str, float] = field(default_factory=dict)
+
+
+def _notify(progress: ProgressCallback | None, step: str, fraction: float) -> None:
+    if progress is not None:
+        progress(step, fraction)
+
+
+def measure(ct: CTVolume, labels: np.ndarray) -> dict:
+    """The report's ``volumes`` section recomputed from a label map on ``ct``'s grid (e.g. after edits)."""
+    from .volumetry import measure_labels
+
+    check_labels(labels, ct)
+    return measure_labels(np.asarray(labels, dtype=np.uint8), ct.affine)
+
+
+def check_labels(labels: np.ndarray, ct: CTVolume) -> None:
+    """Raise InputError unless ``labels`` is an integer label map on ``ct``'s grid with known labels."""
+    if tuple(labels.shape) != ct.shape:
+        raise InputError(f"label map shape {tuple(labels.shape)} differs from the CT grid {ct.shape}")
+    if not np.issubdtype(labels.dtype, np.integer) and not np.issubdtype(labels.dtype, np.bool_):
+        raise InputError(f"label map must hold integers, got {labels.dtype}")
+    top = int(labels.max(initial=0))
+    low = int(labels.min(initial=0))
+    if low < 0 or top > MAX_LABEL:
+        raise InputError(f"label map values must be 0..{MAX_LABEL} (1 IPH, 2 IVH, 3 SAH, 4 SDH, 5 EDH); "
+                         f"found {low}..{top}")
+
+
+def _run_model(ct: CTVolume, brain: np.ndarray, device: str, progress: ProgressCallback | None):
+    """Run the installed model; return (prediction, None) or (None, reason) when no model is installed."""
+    try:
+        from . import inference
+    except ImportError:
+        return None, "no model is installed in this ICHAnalyzer build"
+    if not inference.available_models():
+        return None, "no model is installed (Models.json lists none)"
+    model = inference.load_model(device=device)  # ModelError (missing/corrupt weights) propagates
+    return inference.predict(ct, brain, model, progress=progress), None
+
+
+def analyze_volume(
+    ct: CTVolume,
+    labels: np.ndarray | None = None,
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+) -> AnalysisResult:
+    """Analyse ``ct``: brain mask, model (unless ``labels`` is given), volumetry and ABC/2, report."""
+    from .brainmask import brain_mask, intracranial_volume_ml
+
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    _notify(progress, "brain mask", 0.05)
+    brain = brain_mask(ct)
+    timing["brain_mask"] = time.perf_counter() - t0
+
+    slice_probs = None
+    model_info = None
+    if labels is not None:
+        check_labels(labels, ct)
+        labels = np.asarray(labels, dtype=np.uint8)
+        source = "mask"
+        detection = null_detection("labels were given (--mask): the model was not run")
+    else:
+        t1 = time.perf_counter()
+        _notify(progress, "model", 0.15)
+        prediction, reason = _run_model(ct, brain, device, progress)
+        timing["model"] = time.perf_counter() - t1
+        if prediction is None:
+            labels = np.zeros(ct.shape, dtype=np.uint8)
+            source = "none"
+            detection = null_detection(reason)
+        else:
+            labels = np.asarray(prediction.labels, dtype=np.uint8)
+            source = "model"
+            slice_probs = np.asarray(prediction.slice_probabilities, dtype=float)
+            detection = {key: round(float(prediction.scan_probabilities[key]), 4) for key in DETECTION_KEYS}
+            detection["reason"] = None
+            model_info = {"name": prediction.model_name, "version": prediction.model_version,
+                          "device": device}
+
+    t2 = time.perf_counter()
+    _notify(progress, "volumetry", 0.9)
+    volumes = measure(ct, labels)
+    timing["volumetry"] = time.perf_counter() - t2
+    timing["total"] = time.perf_counter() - t0
+    report = build_report(ct, volumes, detection, slice_probs, intracranial_volume_ml(brain, ct), source,
+                          model_info, timing)
+    validate_report(report)
+    _notify(progress, "done", 1.0)
+    return AnalysisResult(ct=ct, labels=labels, brain=brain, report=report, timing_s=timing)
+
+
+def write_outputs(result: AnalysisResult, folder: Path) -> None:
+    """Write the label map, the Slicer segmentation and the report into an existing ``folder``."""
+    from .io import write_ct, write_labelmap_nifti, write_segmentation_nrrd
+
+    write_labelmap_nifti(folder / "labelmap.nii.gz", result.labels, result.ct)
+    write_segmentation_nrrd(folder / "segmentation.seg.nrrd", result.labels, result.ct)
+    if result.ct.resampling:
+        # the label map lies on the resampled grid: give it the CT it lines up with
+        write_ct(folder / "ct_resampled.nii.gz", result.ct)
+    write_report(result.report, folder)
+
+
+def prepare_outdir(outdir: Path, force: bool) -> None:
+    """Refuse an existing output folder unless ``force``; check its parent can be written."""
+    if outdir.exists() and not force:
+        raise OutputError(f"output folder {outdir} already exists (use --force to replace it)")
+    if outdir.exists() and not outdir.is_dir():
+        raise OutputError(f"output path {outdir} exists and is not a folder")
+    parent = outdir.resolve().parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot create {outdir}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"cannot write into {parent}")
+
+
+def commit_outdir(tmp: Path, outdir: Path) -> None:
+    """Move a completely written temporary folder into place, replacing ``outdir`` only at the end."""
+    old = None
+    if outdir.exists():
+        old = outdir.with_name(f".{outdir.name}.old-{os.getpid()}")
+        os.replace(outdir, old)
+    os.replace(tmp, outdir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def analyze(
+    input_path: str | Path,
+    outdir: str | Path,
+    mask_path: str | Path | None = None,
+    device: str = "auto",
+    force: bool = False,
+    series_uid: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> AnalysisResult:
+    """Load ``input_path``, analyse it and write ``outdir`` atomically (see module docstring)."""
+    from .io import load_ct, load_labelmap
+
+    outdir = Path(outdir)
+    prepare_outdir(outdir, force)
+    if device not in ("auto", "cpu", "cuda"):
+        raise ModelError(f"unknown device {device!r}: use auto, cpu or cuda")
+    t0 = time.perf_counter()
+    _notify(progress, "loading", 0.0)
+    ct = load_ct(input_path, series_uid=series_uid)
+    load_s = time.perf_counter() - t0
+    labels = load_labelmap(mask_path, ct) if mask_path is not None else None
+    result = analyze_volume(ct, labels=labels, device=device, progress=progress)
+    result.report["timing_s"] = {"load": round(load_s, 3), **result.report["timing_s"]}
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.resolve().parent))
+    try:
+        _notify(progress, "writing", 0.95)
+        t1 = time.perf_counter()
+        result.report["timing_s"]["write"] = 0.0
+        result.report["timing_s"]["end_to_end"] = round(time.perf_counter() - t0, 3)
+        write_outputs(result, tmp)
+        write_s = time.perf_counter() - t1
+        result.report["timing_s"]["write"] = round(write_s, 3)
+        result.report["timing_s"]["end_to_end"] = round(time.perf_counter() - t0, 3)
+        write_report(result.report, tmp)  # again, with the final timings
+        commit_outdir(tmp, outdir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result

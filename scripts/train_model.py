@@ -232,7 +232,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         loss.backward()
         opt.step()
         sched.step()
-        running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
+        value = loss.item()
+        running = value if running is None else 0.98 * running + 0.02 * value
         if step % 50 == 0:
             bar.set_postfix(loss=f"{running:.3f}")
         if args.checkpoint_every and step and step % args.checkpoint_every == 0:
@@ -245,10 +246,42 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps(meta))
 
 
+def cmd_register(args: argparse.Namespace) -> None:
+    """Copy weights into the package's models/ folder and write their Models.json entry (first = default)."""
+    from ICHAnalyzerLib.constants import SUBTYPES
+    from ICHAnalyzerLib.inference import MODELS_JSON, sha256_file
+
+    spec = load_spec(args.spec)
+    target = MODELS_JSON.parent / f"{args.name}-{args.version}.pt"
+    # re-save as a plain state dict of float32 tensors (what torch.load(weights_only=True) reads)
+    state = torch.load(args.weights, map_location="cpu", weights_only=True)
+    if Path(args.weights).resolve() != target.resolve():
+        torch.save({k: v.float().contiguous() for k, v in state.items()}, target)
+    meta_path = Path(str(args.weights) + ".json")
+    training = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    entry = {
+        "name": args.name,
+        "version": args.version,
+        "file": target.name,
+        "sha256": sha256_file(target),
+        "description": args.description,
+        "labels": {str(s.label): s.key for s in SUBTYPES},
+        "input": spec["input"],
+        "architecture": spec["architecture"],
+        "detection": spec["detection"],
+        "training": training,
+    }
+    registry = json.loads(MODELS_JSON.read_text()) if MODELS_JSON.exists() else {"models": []}
+    others = [m for m in registry["models"] if m["name"] != args.name]
+    registry["models"] = [entry, *others]
+    MODELS_JSON.write_text(json.dumps(registry, indent=2) + "\n")
+    print(f"registered {args.name} {args.version}: {target} ({target.stat().st_size / 1e6:.1f} MB)")
+
+
 def main() -> None:
     warnings.filterwarnings("ignore", module="pydicom")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["prepare", "synth", "train"])
+    p.add_argument("command", choices=["prepare", "synth", "train", "register"])
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="model spec (input + architecture)")
@@ -265,8 +298,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=20261125)
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--out", type=Path, default=DEFAULT_CACHE / "model.pt")
+    p.add_argument("--weights", type=Path, help="register: trained weights (.pt)")
+    p.add_argument("--name", default="ich-unet2d", help="register: model name")
+    p.add_argument("--version", default="1", help="register: model version")
+    p.add_argument("--description", default="2.5D MONAI UNet trained on synthetic hemorrhage in real normal CT")
     args = p.parse_args()
-    {"prepare": cmd_prepare, "synth": cmd_synth, "train": cmd_train}[args.command](args)
+    {"prepare": cmd_prepare, "synth": cmd_synth, "train": cmd_train, "register": cmd_register}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,15 @@ from .volume import CTVolume
 # Blood density ranges (HU) of acute hemorrhage per label, before partial volume.
 BLOOD_HU = {1: (58.0, 85.0), 2: (50.0, 78.0), 3: (50.0, 75.0), 4: (52.0, 82.0), 5: (58.0, 88.0)}
 CSF_HU = (-5.0, 18.0)
+NOISE_CLIP_HU = 25.0
+
+
+def _smooth_soft_tissue(hu: np.ndarray, brain: np.ndarray, sigma: float = 1.2) -> np.ndarray:
+    """In-plane Gaussian of the soft-tissue intensity inside the mask (normalised: bone and air excluded)."""
+    weight = (brain & (hu > -30) & (hu < 110)).astype(np.float32)
+    num = ndimage.gaussian_filter(hu * weight, sigma=(0, sigma, sigma))
+    den = ndimage.gaussian_filter(weight, sigma=(0, sigma, sigma))
+    return np.where(den > 1e-3, num / np.maximum(den, 1e-3), 35.0).astype(np.float32)
 
 
 @dataclass
@@ -231,7 +240,7 @@ def insert_hemorrhage(ct: CTVolume, brain: np.ndarray, label: int, rng: np.rando
     occ_full = np.zeros(ct.shape, np.float32)
     rim_full = None
     shape_name = label and SUBTYPE_BY_LABEL[label].key
-    smooth_hu = ndimage.gaussian_filter(hu, sigma=(0, 1.2, 1.2))
+    smooth_hu = _smooth_soft_tissue(hu, brain)
     supra = _supratentorial(brain)[:, None, None]
 
     if label == 1:
@@ -309,7 +318,10 @@ def insert_hemorrhage(ct: CTVolume, brain: np.ndarray, label: int, rng: np.rando
         raise ValueError("lesion too small for this grid")
     blood = float(rng.uniform(*BLOOD_HU[label]))
     heterogeneity = _smooth_noise(ct.shape, rng, 2.5, rng.uniform(1.5, 4.0)) if label in (1, 4, 5) else 0.0
-    delta = occ_full * (blood + heterogeneity - smooth_hu)
+    # keep the host's own noise (residual from its smooth soft-tissue intensity), bounded so that no bone or
+    # air edge leaks into the lesion
+    residual = np.clip(hu - smooth_hu, -NOISE_CLIP_HU, NOISE_CLIP_HU)
+    delta = occ_full * (blood + heterogeneity + residual - hu)
     if rim_full is not None:
         oedema = rng.uniform(4.0, 10.0)
         rim_full *= brain & (smooth_hu > 15) & (smooth_hu < 50) & ~lesion_mask

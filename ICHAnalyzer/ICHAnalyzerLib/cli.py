@@ -28,11 +28,12 @@ class StepProgress:
         if not quiet:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=100, file=sys.stderr, unit="%", leave=False,
+            # shown only on a terminal, and only once a run lasts more than a second
+            self.bar = tqdm(total=100, file=sys.stderr, unit="%", leave=False, disable=None, delay=1.0,
                             bar_format="{desc:<22} {bar} {percentage:3.0f}% {elapsed}")
 
     def __call__(self, step: str, fraction: float) -> None:
-        if self.bar is None:
+        if self.bar is None or self.bar.disable:
             return
         self.bar.set_description_str(step)
         self.bar.update(max(0, round(100 * fraction) - self.bar.n))
@@ -118,7 +119,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     truth_voxel = {key: truth[key]["volume_ml"] for key in truth}
     print(f"ICHAnalyzer demo: synthetic head CT phantom (seed {args.seed}, tilt {args.tilt:g} deg), "
           f"{'true label map given as --mask' if args.truth_mask else 'labels from the model'}")
-    print(volume_table(result.report, phantom.true_volumes_ml, truth_voxel))
+    true_ml = dict(phantom.true_volumes_ml)
+    true_ml["total"] = sum(true_ml.get(key, 0.0) for key in SUBTYPE_KEYS)
+    print(volume_table(result.report, true_ml, truth_voxel))
     print(f"Intracranial volume: {result.report['brain']['intracranial_volume_ml']} mL "
           f"(phantom: {phantom.intracranial_volume_ml:.1f} mL)")
     print(f"Outputs written to {outdir}")

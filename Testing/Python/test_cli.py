@@ -1,0 +1,179 @@
+"""Command line and pipeline: outputs, report schema, --mask, errors, atomic output folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jsonschema
+import nibabel as nib
+import numpy as np
+import pytest
+import slicerio
+from conftest import REPO, series_dir
+from ICHAnalyzerLib import pipeline
+from ICHAnalyzerLib.cli import main
+from ICHAnalyzerLib.constants import SUBTYPE_KEYS
+from ICHAnalyzerLib.io import write_ct, write_labelmap_nifti
+from ICHAnalyzerLib.phantom import make_phantom
+from ICHAnalyzerLib.report import validate_report
+from ICHAnalyzerLib.volume import CTVolume, lps_to_ras
+
+
+@pytest.fixture(scope="module")
+def phantom_files(tmp_path_factory):
+    """The tilted phantom as a NIfTI CT and its true label map on the same grid."""
+    ph = make_phantom(seed=3, tilt_deg=15.0)
+    folder = tmp_path_factory.mktemp("phantom")
+    write_ct(folder / "ct.nii.gz", ph.ct)
+    write_labelmap_nifti(folder / "truth.nii.gz", ph.labels, ph.ct)
+    return ph, folder / "ct.nii.gz", folder / "truth.nii.gz"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ICHAnalyzerLib", *args], capture_output=True, text=True,
+                          cwd=REPO, env={"PYTHONPATH": str(REPO / "ICHAnalyzer"), "PATH": "/usr/bin:/bin"},
+                          timeout=300)
+
+
+def test_analyze_with_mask_writes_consistent_outputs(phantom_files, tmp_path):
+    ph, ct_path, truth_path = phantom_files
+    out = tmp_path / "out"
+    assert main(["analyze", str(ct_path), "-o", str(out), "--mask", str(truth_path), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(pipeline.OUTPUT_FILES)
+    report = json.loads((out / "report.json").read_text())
+    validate_report(report)
+    assert report["source_of_labels"] == "mask"
+    # no model ran: probabilities are null with a reason, never invented
+    assert all(report["detection"][k] is None for k in ("any", *SUBTYPE_KEYS))
+    assert "mask" in report["detection"]["reason"]
+    # volumes are voxel counts x true (sheared-grid) voxel size
+    voxel_ml = ph.ct.voxel_volume_mm3 / 1000.0
+    for sub in ph_subtypes(ph):
+        count = int((ph.labels == sub.label).sum())
+        assert report["volumes"][sub.key]["voxel_count"] == count
+        assert report["volumes"][sub.key]["volume_ml"] == pytest.approx(count * voxel_ml, rel=1e-3)
+    # label map lines up with the input in physical space (same RAS affine, same voxels)
+    img = nib.load(out / "labelmap.nii.gz")
+    assert np.allclose(img.affine, lps_to_ras(ph.ct.affine), atol=1e-4)
+    assert np.array_equal(np.asarray(img.dataobj).transpose(2, 1, 0), ph.labels)
+    # the Slicer segmentation holds the same voxels per segment
+    seg = slicerio.read_segmentation(str(out / "segmentation.seg.nrrd"))
+    for segment in seg["segments"]:
+        expected = int((ph.labels == segment["labelValue"]).sum())
+        assert expected > 0
+        voxels = seg["voxels"] if seg["voxels"].ndim == 3 else seg["voxels"][..., segment.get("layer", 0)]
+        assert int((voxels == segment["labelValue"]).sum()) == expected
+    csv_lines = (out / "report.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("level,subtype")
+    assert len(csv_lines) >= 1 + len(SUBTYPE_KEYS) + 1
+
+
+def ph_subtypes(ph):
+    from ICHAnalyzerLib.constants import SUBTYPES
+
+    return [s for s in SUBTYPES if (ph.labels == s.label).any()]
+
+
+def test_existing_outdir_needs_force(phantom_files, tmp_path):
+    _, ct_path, truth_path = phantom_files
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "user_notes.txt").write_text("keep me")
+    args = ["analyze", str(ct_path), "-o", str(out), "--mask", str(truth_path), "--quiet"]
+    assert main(args) == 2
+    assert (out / "user_notes.txt").read_text() == "keep me"
+    assert main([*args, "--force"]) == 0
+    assert (out / "report.json").exists()
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_interrupted_write_leaves_nothing_behind(phantom_files, tmp_path, monkeypatch, exc):
+    _, ct_path, truth_path = phantom_files
+    out = tmp_path / "out"
+
+    def broken(*_args, **_kwargs):
+        raise exc("stopped while writing")
+
+    monkeypatch.setattr(pipeline, "write_report", broken)
+    with pytest.raises(exc):
+        pipeline.analyze(ct_path, out, mask_path=truth_path)
+    assert list(tmp_path.iterdir()) == []  # neither the output folder nor a temporary one
+
+
+def test_interrupted_force_keeps_previous_results(phantom_files, tmp_path, monkeypatch):
+    _, ct_path, truth_path = phantom_files
+    out = tmp_path / "out"
+    pipeline.analyze(ct_path, out, mask_path=truth_path)
+    before = (out / "report.json").read_text()
+    monkeypatch.setattr(pipeline, "write_report", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.analyze(ct_path, out, mask_path=truth_path, force=True)
+    assert (out / "report.json").read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_mask_on_another_grid_is_a_clear_error(phantom_files, tmp_path):
+    ph, ct_path, _ = phantom_files
+    other = tmp_path / "other.nii.gz"
+    cropped = CTVolume(ph.ct.hu[:-2], ph.ct.affine)
+    write_labelmap_nifti(other, ph.labels[:-2], cropped)
+    result = run_cli("analyze", str(ct_path), "-o", str(tmp_path / "out"), "--mask", str(other))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("make_input", ["missing", "empty_dir", "text_file"])
+def test_bad_input_one_line_error(tmp_path, make_input):
+    if make_input == "missing":
+        path = tmp_path / "nope"
+    elif make_input == "empty_dir":
+        path = tmp_path / "empty"
+        path.mkdir()
+    else:
+        path = tmp_path / "notes.nii.gz"
+        path.write_text("not an image")
+    result = run_cli("analyze", str(path), "-o", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ichanalyzer: error:")
+    assert not (tmp_path / "out").exists()
+
+
+def test_schema_rejects_invented_or_malformed_values(phantom_files, tmp_path):
+    _, ct_path, truth_path = phantom_files
+    report = pipeline.analyze(ct_path, tmp_path / "out", mask_path=truth_path).report
+    bad = json.loads(json.dumps(report))
+    bad["detection"]["IPH"] = 1.5
+    with pytest.raises(jsonschema.ValidationError):
+        validate_report(bad)
+    bad = json.loads(json.dumps(report))
+    del bad["volumes"]["SDH"]
+    with pytest.raises(jsonschema.ValidationError):
+        validate_report(bad)
+
+
+def test_real_series_analyze_report_per_input_slice(shared_cache, tmp_path):
+    folder = series_dir(shared_cache, "ID_cd5a85fd")
+    out = tmp_path / "out"
+    assert main(["analyze", str(folder), "-o", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    validate_report(report)
+    files = sorted(folder.glob("*.dcm"))
+    assert len(report["slices"]) == len(files)
+    assert {s["sop_instance_uid"] for s in report["slices"]} == {f.stem for f in files}
+    z = [s["z_mm"] for s in report["slices"]]
+    assert np.all(np.diff(z) > 0)
+    assert 1100 <= report["brain"]["intracranial_volume_ml"] <= 1900
+
+
+def test_demo_prints_truth_next_to_measures(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--truth-mask", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "true mL" in text and "ABC/2 mL" in text
+    for key in SUBTYPE_KEYS:
+        assert any(line.strip().startswith(key) for line in text.splitlines())

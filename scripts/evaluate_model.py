@@ -31,12 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "ICHAnalyzer"))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from train_model import DEFAULT_DATA, DEFAULT_SPEC, hosts_for, load_spec, read_series  # noqa: E402
-
 from ICHAnalyzerLib import synthesis  # noqa: E402
 from ICHAnalyzerLib.baseline import threshold_baseline  # noqa: E402
 from ICHAnalyzerLib.constants import DETECTION_KEYS, SUBTYPES  # noqa: E402
 from ICHAnalyzerLib.inference import LoadedModel, build_network, predict  # noqa: E402
+from train_model import DEFAULT_DATA, DEFAULT_SPEC, hosts_for, load_spec, read_series  # noqa: E402
 
 LABEL_COLUMNS = {"any": "any", "IPH": "intraparenchymal", "IVH": "intraventricular", "SAH": "subarachnoid",
                  "SDH": "subdural", "EDH": "epidural"}
@@ -139,7 +138,8 @@ def evaluate_real(args: argparse.Namespace, spec: dict, models: dict[str, Loaded
                 continue
             k = int(np.clip(round(s.grid_k), 0, ct.shape[0] - 1))
             rows.append({"series": name, "uid": uid, "k": k, "truth": slice_truth[uid],
-                         "prob": {key: float(pred.slice_probabilities[k, c]) for c, key in enumerate(DETECTION_KEYS)},
+                         "prob": {key: float(pred.slice_probabilities[k, c])
+                                  for c, key in enumerate(DETECTION_KEYS)},
                          "baseline_area_mm2": float(base.slice_area_mm2[k])})
         vols = {s.key: float((pred.labels == s.label).sum() * ct.voxel_volume_mm3 / 1000) for s in SUBTYPES}
         per_series.append({"series": name, "positive": positive, "scored_by": model_key,
@@ -147,14 +147,23 @@ def evaluate_real(args: argparse.Namespace, spec: dict, models: dict[str, Loaded
                            "baseline_volume_ml": base.scan_volume_ml, "labels_outside_brain": outside,
                            "predict_seconds": round(seconds, 2)})
         print(f"{name[:11]} pos={positive} by={model_key} any={pred.scan_probabilities['any']:.3f} "
-              f"vols={ {k: round(v, 1) for k, v in vols.items() if v > 0} } base={base.scan_volume_ml:.1f} mL "
+              f"vols={ {k: round(v, 1) for k, v in vols.items() if v > 0} } "
+              f"base={base.scan_volume_ml:.1f} mL "
               f"outside={outside} {seconds:.1f}s", flush=True)
         if positive and args.overlays:
             ks = [r["k"] for r in rows if r["series"] == name and r["truth"]["any"]]
             ks = sorted(set(ks))
             ks = ks[:: max(1, len(ks) // 8)][:8]
-            render_overlay_png(ct.hu, pred.labels, ks, args.overlays / f"{name}.png",
-                               f"{name} (model {models[model_key].name}; labelled positive slices)")
+            title = (f"{name[:11]}: predicted labels on labelled-positive slices "
+                     f"(model {models[model_key].name})")
+            out_png = args.overlays / f"{name[:11]}.png"
+            try:
+                from ICHAnalyzerLib.figures import render_overlay
+
+                layers = [(pred.labels == s.label, s.color, s.key) for s in SUBTYPES]
+                render_overlay(ct, layers, out_png, slices=ks, columns=4, title=title)
+            except ImportError:
+                render_overlay_png(ct.hu, pred.labels, ks, out_png, title)
     return {"slices": rows, "series": per_series}
 
 
@@ -243,14 +252,16 @@ def summarize_synthetic(recs: list[dict]) -> dict:
                       "abs_volume_error_median": float(np.median([abs(x["volume_error"]) for x in r])),
                       "abs_volume_error_mean": float(np.mean([abs(x["volume_error"]) for x in r])),
                       "detected": int(sum(x["scan_prob"] >= SCAN_THRESHOLD for x in r)),
-                      "baseline_dice_any_blood_mean": float(np.mean([x["baseline_dice_any_blood"] for x in r])),
+                      "baseline_dice_any_blood_mean":
+                          float(np.mean([x["baseline_dice_any_blood"] for x in r])),
                       "baseline_abs_volume_error_median": float(np.median([abs(x["baseline_volume_error"])
                                                                            for x in r]))}
     return out
 
 
 def markdown(summary: dict, synth: dict) -> str:
-    lines = ["| finding | positive / negative slices | model AUC (95% CI, series bootstrap) | sens / spec at 0.5 |",
+    lines = ["| finding | positive / negative slices | model AUC (95% CI, series bootstrap) "
+             "| sens / spec at 0.5 |",
              "|---|---|---|---|"]
     for key, e in summary["slice_auc"].items():
         if "auc" not in e:
@@ -315,9 +326,9 @@ def main() -> None:
         result["synthetic"] = synth
         result["synthetic_summary"] = summarize_synthetic(synth)
     args.out.write_text(json.dumps(result, indent=1))
-    text = markdown(result.get("real_summary", {"slice_auc": {}, "baseline_slice_auc_any": {"auc": float("nan"),
-                    "ci95": (float("nan"),) * 2}, "scan": {}}), result.get("synthetic_summary", {})) \
-        if "real_summary" in result else ""
+    text = ""
+    if "real_summary" in result:
+        text = markdown(result["real_summary"], result.get("synthetic_summary", {}))
     if args.markdown:
         args.markdown.write_text(text)
     print(text)

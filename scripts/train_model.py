@@ -145,7 +145,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
 class Sampler:
     """2.5D training samples: synthetic lesion slices and clean host slices, random crops and flips."""
 
-    def __init__(self, spec: dict, cache: Path, hosts: list[str], rng: np.random.Generator, crop: int) -> None:
+    def __init__(self, spec: dict, cache: Path, hosts: list[str], rng: np.random.Generator,
+                 crop: int) -> None:
         self.spec_in = spec["input"]
         self.windows = self.spec_in["windows"]
         self.n_context = int(self.spec_in.get("context_slices", 1))
@@ -186,11 +187,12 @@ class Sampler:
                 cj, ci = bj[n], bi[n]
         else:
             hu, brain, offset = self.clean[int(rng.integers(len(self.clean)))]
-            ks = np.flatnonzero(brain.any(axis=(1, 2)))
+            # any slice of the head (also skull base and vertex, where false positives arise)
+            ks = np.flatnonzero((hu > -300).sum(axis=(1, 2)) > 2000)
             k = int(rng.choice(ks))
             x = make_channels(hu.astype(np.float32), [k], offset, self.windows, self.n_context)[0]
             y = np.zeros(hu.shape[1:], np.uint8)
-            bj, bi = np.nonzero(brain[k])
+            bj, bi = np.nonzero(brain[k] if brain[k].sum() > 200 else hu[k] > -300)
             n = int(rng.integers(len(bj)))
             cj, ci = bj[n], bi[n]
         x, y = self._crop_at([x, y], int(cj), int(ci))
@@ -286,7 +288,8 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="model spec (input + architecture)")
     p.add_argument("--native-cache", type=Path, default=None, help="pre-read volumes (hu, affine, mask) npz")
-    p.add_argument("--shapes", type=Path, default=SHARED / "data/lesion-shapes/blast-ct_scan_0_segmentation.nii.gz")
+    p.add_argument("--shapes", type=Path,
+                   default=SHARED / "data/lesion-shapes/blast-ct_scan_0_segmentation.nii.gz")
     p.add_argument("--hosts", default="all", help="fold0 | fold1 | all | comma-separated series")
     p.add_argument("--cases", type=int, default=40, help="synthetic cases per host")
     p.add_argument("--steps", type=int, default=3000)
@@ -301,9 +304,11 @@ def main() -> None:
     p.add_argument("--weights", type=Path, help="register: trained weights (.pt)")
     p.add_argument("--name", default="ich-unet2d", help="register: model name")
     p.add_argument("--version", default="1", help="register: model version")
-    p.add_argument("--description", default="2.5D MONAI UNet trained on synthetic hemorrhage in real normal CT")
+    p.add_argument("--description",
+                   default="2.5D MONAI UNet trained on synthetic hemorrhage in real normal CT")
     args = p.parse_args()
-    {"prepare": cmd_prepare, "synth": cmd_synth, "train": cmd_train, "register": cmd_register}[args.command](args)
+    commands = {"prepare": cmd_prepare, "synth": cmd_synth, "train": cmd_train, "register": cmd_register}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

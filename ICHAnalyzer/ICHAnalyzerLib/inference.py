@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812
 
 from .constants import DETECTION_KEYS, MAX_LABEL
 from .errors import ModelError
@@ -72,8 +72,11 @@ def _read_registry(path: Path = MODELS_JSON) -> list[dict]:
 
 
 def available_models(registry: Path | None = None) -> list[dict]:
-    """Entries of Models.json (the first one is the default model)."""
-    return _read_registry(registry or MODELS_JSON)
+    """Entries of Models.json (the first one is the default model); [] when no registry is installed."""
+    registry = registry or MODELS_JSON
+    if not registry.exists():
+        return []
+    return _read_registry(registry)
 
 
 def sha256_file(path: Path) -> str:
@@ -165,13 +168,15 @@ class NetworkGrid:
         """CT (j, i) coordinates of the network pixels' centres (vectors along v and u)."""
         half = (self.size - 1) / 2.0
         steps = (np.arange(self.size) - half) * self.spacing_mm
-        return self.center_ji[0] + steps / self.ct_spacing_ji[0], self.center_ji[1] + steps / self.ct_spacing_ji[1]
+        rows = self.center_ji[0] + steps / self.ct_spacing_ji[0]
+        return rows, self.center_ji[1] + steps / self.ct_spacing_ji[1]
 
     def net_coords(self) -> tuple[np.ndarray, np.ndarray]:
         """Network (v, u) coordinates of the CT pixels' centres (vectors along j and i)."""
         half = (self.size - 1) / 2.0
-        v = (np.arange(self.ct_shape_ji[0]) - self.center_ji[0]) * self.ct_spacing_ji[0] / self.spacing_mm + half
-        u = (np.arange(self.ct_shape_ji[1]) - self.center_ji[1]) * self.ct_spacing_ji[1] / self.spacing_mm + half
+        dy, dx = self.ct_spacing_ji
+        v = (np.arange(self.ct_shape_ji[0]) - self.center_ji[0]) * dy / self.spacing_mm + half
+        u = (np.arange(self.ct_shape_ji[1]) - self.center_ji[1]) * dx / self.spacing_mm + half
         return v, u
 
 
@@ -204,7 +209,7 @@ def context_offset(spec_input: dict, slice_distance_mm: float) -> int:
 
 def make_channels(hu_net: np.ndarray, ks: np.ndarray | list[int], offset: int, windows: list[list[float]],
                   n_context: int = 1) -> np.ndarray:
-    """Network input (len(ks), n_windows * (2 n_context + 1), H, W): windows x neighbouring slices in [0, 1]."""
+    """Network input (len(ks), n_windows * (2 n_context + 1), H, W): windows x neighbour slices, in [0, 1]."""
     nk = hu_net.shape[0]
     chans = []
     for center, width in windows:
@@ -240,7 +245,8 @@ def predict(ct: CTVolume, brain: np.ndarray, model: LoadedModel,
     offset = context_offset(spec_in, ct.spacing[2])
     windows = spec_in["windows"]
     n_context = int(spec_in.get("context_slices", 1))
-    top_k = max(1, int(round(float(model.spec["detection"]["top_area_mm2"]) / float(spec_in["spacing_mm"]) ** 2)))
+    pixel_mm2 = float(spec_in["spacing_mm"]) ** 2
+    top_k = max(1, int(round(float(model.spec["detection"]["top_area_mm2"]) / pixel_mm2)))
     batch = int(model.spec.get("inference_batch", 8))
 
     labels = np.zeros(ct.shape, np.uint8)

@@ -7,7 +7,7 @@ inside the intracranial mask carry the label, so the stated volume is the label'
 voxel volume.
 
 Subtypes (labels from ``constants``):
-- IPH (1): irregular 3D blobs (procedural, or real hematoma shapes from a lesion-mask bank) with an oedema rim.
+- IPH (1): irregular 3D blobs (procedural, or real hematoma shapes from a lesion-mask bank), oedema rim.
 - IVH (2): dependent layering (posterior, patient supine) or casting of a ventricle (CSF density, central).
 - SAH (3): blood filling CSF spaces near the brain surface (sulci) or in the basal cisterns.
 - SDH (4): crescents along the inner table, tapering over a long arc.
@@ -121,7 +121,8 @@ def _distance_inside(brain: np.ndarray, frame: _Frame) -> np.ndarray:
     """In-plane distance (mm) from each intracranial voxel to the outside of the mask, slice by slice."""
     out = np.zeros(brain.shape, np.float32)
     for k in np.flatnonzero(brain.any(axis=(1, 2))):
-        out[k] = ndimage.distance_transform_edt(np.pad(brain[k], 1), sampling=(frame.dy, frame.dx))[1:-1, 1:-1]
+        padded = np.pad(brain[k], 1)
+        out[k] = ndimage.distance_transform_edt(padded, sampling=(frame.dy, frame.dx))[1:-1, 1:-1]
     return out
 
 
@@ -256,7 +257,8 @@ def insert_hemorrhage(ct: CTVolume, brain: np.ndarray, label: int, rng: np.rando
         rim_full = np.zeros(ct.shape, np.float32)
         rim_full[box] = rim
     elif label == 2:
-        csf = brain & (smooth_hu > CSF_HU[0]) & (smooth_hu < CSF_HU[1]) & (dist > 15) & _central(brain, frame, 0.45)
+        csf = brain & (smooth_hu > CSF_HU[0]) & (smooth_hu < CSF_HU[1]) & (dist > 15)
+        csf &= _central(brain, frame, 0.45)
         csf = ndimage.binary_opening(csf, structure=np.ones((1, 2, 2)))
         comp, n = ndimage.label(csf)
         if n == 0:
@@ -334,7 +336,8 @@ def insert_hemorrhage(ct: CTVolume, brain: np.ndarray, label: int, rng: np.rando
                       warnings=list(ct.warnings))
     lesion = InsertedLesion(label=label, key=SUBTYPE_BY_LABEL[label].key, voxel_count=count,
                             volume_ml=count * ct.voxel_volume_mm3 / 1000.0, blood_hu=blood,
-                            center_ijk=(float(center[2]), float(center[1]), float(center[0])), shape=shape_name)
+                            center_ijk=(float(center[2]), float(center[1]), float(center[0])),
+                            shape=shape_name)
     return new_ct, out_labels, lesion
 
 
@@ -342,7 +345,8 @@ def synthesize_case(ct: CTVolume, brain: np.ndarray, rng: np.random.Generator,
                     subtypes: list[int] | None = None, max_tries: int = 5,
                     shape_bank: tuple[np.ndarray, ...] | None = None
                     ) -> tuple[CTVolume, np.ndarray, list[InsertedLesion]]:
-    """Insert one hemorrhage per entry of ``subtypes`` (default: 1-3 random subtypes); skips impossible ones."""
+    """Insert one hemorrhage per entry of ``subtypes`` (default: 1-3 random subtypes); skips impossible ones.
+    """
     if subtypes is None:
         subtypes = list(rng.choice([1, 2, 3, 4, 5], size=int(rng.integers(1, 4)), replace=False))
     labels = np.zeros(ct.shape, np.uint8)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from ICHAnalyzerLib import inference
 from ICHAnalyzerLib.constants import DETECTION_KEYS, SUBTYPE_BY_LABEL
 from ICHAnalyzerLib.errors import ModelError
@@ -59,7 +58,8 @@ def small_ct(tilt_deg: float = 0.0) -> tuple[CTVolume, np.ndarray]:
     hu[brain] = 35.0
     hu = (hu + rng.normal(0, 5, hu.shape)).astype(np.int16)
     t = np.radians(tilt_deg)
-    affine = np.array([[1.7, 0, 0, -60], [0, 1.9, 5 * np.sin(t), -80], [0, 0, 5 * np.cos(t), 10], [0, 0, 0, 1]])
+    affine = np.array([[1.7, 0, 0, -60], [0, 1.9, 5 * np.sin(t), -80], [0, 0, 5 * np.cos(t), 10],
+                       [0, 0, 0, 1]])
     return CTVolume(hu=hu, affine=affine), brain
 
 
@@ -122,6 +122,7 @@ def test_unknown_model_and_bad_registry(tiny_registry, tmp_path):
         load_model(registry=bad)
     with pytest.raises(ModelError, match="not found"):
         load_model(registry=tmp_path / "absent.json")
+    assert available_models(tmp_path / "absent.json") == []
 
 
 def test_model_error_message_is_one_line(tiny_registry):

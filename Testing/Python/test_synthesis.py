@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from ICHAnalyzerLib.synthesis import insert_hemorrhage, synthesize_case
 from ICHAnalyzerLib.volume import CTVolume
 
@@ -28,7 +27,8 @@ def head(tilt_deg: float = 0.0, nk: int = 24, n: int = 128, dx: float = 1.6, dz:
     hu[ventricle] = 8.0
     hu += rng.normal(0, 4, hu.shape)
     t = np.radians(tilt_deg)
-    affine = np.array([[dx, 0, 0, -100], [0, dx, dz * np.sin(t), -100], [0, 0, dz * np.cos(t), -60], [0, 0, 0, 1]])
+    affine = np.array([[dx, 0, 0, -100], [0, dx, dz * np.sin(t), -100], [0, 0, dz * np.cos(t), -60],
+                       [0, 0, 0, 1]])
     return CTVolume(hu=hu.astype(np.int16), affine=affine), brain
 
 

@@ -228,6 +228,19 @@ def _top_mean(values: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
     return masked.topk(k, dim=-1).values.mean(-1)
 
 
+def _grey_opening(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """In-plane grey-level opening (min then max filter over a square of side 2 radius + 1) of (N, C, H, W).
+
+    Removes bright structures thinner than the square (e.g. the partial-volume rim along the inner table)
+    while keeping the shape of thicker ones.
+    """
+    if radius <= 0:
+        return x
+    size = 2 * radius + 1
+    eroded = -F.max_pool2d(-x, size, stride=1, padding=radius)
+    return F.max_pool2d(eroded, size, stride=1, padding=radius)
+
+
 def predict(ct: CTVolume, brain: np.ndarray, model: LoadedModel,
             progress: Callable[[str, float], None] | None = None) -> Prediction:
     """Segment hemorrhage (labels 1..5) and score every slice and the scan for any ICH and each subtype."""
@@ -248,6 +261,7 @@ def predict(ct: CTVolume, brain: np.ndarray, model: LoadedModel,
     pixel_mm2 = float(spec_in["spacing_mm"]) ** 2
     top_k = max(1, int(round(float(model.spec["detection"]["top_area_mm2"]) / pixel_mm2)))
     batch = int(model.spec.get("inference_batch", 8))
+    opening = int(model.spec["detection"].get("opening_px", 0))
 
     labels = np.zeros(ct.shape, np.uint8)
     slice_probs = np.zeros((nk, len(DETECTION_KEYS)), np.float32)
@@ -263,15 +277,18 @@ def predict(ct: CTVolume, brain: np.ndarray, model: LoadedModel,
                 ks = active[n0:n0 + batch]
                 x = torch.as_tensor(make_channels(hu_net, ks, offset, windows, n_context)).to(model.device)
                 prob = torch.softmax(model.network(x).float(), dim=1).cpu()  # (b, C, S, S)
+                # lesion maps (any, then each subtype), opened to drop structures thinner than the filter
+                lesion = _grey_opening(torch.cat([1.0 - prob[:, :1], prob[:, 1:]], 1), opening)
                 bmask = torch.as_tensor(brain_net[ks]).reshape(len(ks), -1)
-                flat = prob.reshape(len(ks), n_classes, -1)
-                lesion_any = (1.0 - flat[:, :1])
-                scores = _top_mean(torch.cat([lesion_any, flat[:, 1:]], 1), bmask, top_k)
+                scores = _top_mean(lesion.reshape(len(ks), n_classes, -1), bmask, top_k)
                 slice_probs[ks] = scores.numpy()
-                # back onto the CT grid (brain bounding box only), argmax, zero outside the brain
-                native = F.grid_sample(prob, back.expand(len(ks), -1, -1, -1), mode="bilinear",
+                # back onto the CT grid (brain bounding box only): argmax where the opened lesion map says
+                # hemorrhage, zero outside the brain
+                both = torch.cat([prob, lesion[:, :1]], 1)
+                native = F.grid_sample(both, back.expand(len(ks), -1, -1, -1), mode="bilinear",
                                        padding_mode="border", align_corners=True)
-                lab = native.argmax(1).numpy().astype(np.uint8)
+                lab = native[:, :n_classes].argmax(1).numpy().astype(np.uint8)
+                lab[native[:, n_classes].numpy() < 0.5] = 0
                 lab[~brain[ks, j0:j1, i0:i1]] = 0
                 labels[ks, j0:j1, i0:i1] = lab
                 report("segmenting", min(1.0, (n0 + len(ks)) / active.size))

@@ -116,7 +116,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------ synth
 def cmd_synth(args: argparse.Namespace) -> None:
     spec = load_spec(args.spec)
-    out = args.cache / "synth"
+    out = args.cache / args.synth_dir
     out.mkdir(parents=True, exist_ok=True)
     bank = synthesis.load_shape_bank(str(args.shapes)) if args.shapes.exists() else None
     hosts = hosts_for(args.hosts, args.data)
@@ -146,7 +146,7 @@ class Sampler:
     """2.5D training samples: synthetic lesion slices and clean host slices, random crops and flips."""
 
     def __init__(self, spec: dict, cache: Path, hosts: list[str], rng: np.random.Generator,
-                 crop: int) -> None:
+                 crop: int, synth_dir: str = "synth") -> None:
         self.spec_in = spec["input"]
         self.windows = self.spec_in["windows"]
         self.n_context = int(self.spec_in.get("context_slices", 1))
@@ -155,7 +155,7 @@ class Sampler:
         for host in hosts:
             d = np.load(cache / "net" / f"{host}.npz")
             self.clean.append((d["hu"], d["brain"], context_offset(self.spec_in, float(d["dz"]))))
-            for p in sorted((cache / "synth").glob(f"{host}_*.npz")):
+            for p in sorted((cache / synth_dir).glob(f"{host}_*.npz")):
                 c = np.load(p)
                 self.cases.append((c["hu"], c["labels"], c["brain"], int(c["offset"]),
                                    bool(c["at_start"]), bool(c["at_end"])))
@@ -216,7 +216,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     spec = load_spec(args.spec)
     rng = np.random.default_rng(args.seed)
     hosts = hosts_for(args.hosts, args.data)
-    sampler = Sampler(spec, args.cache, hosts, rng, args.crop)
+    sampler = Sampler(spec, args.cache, hosts, rng, args.crop, args.synth_dir)
     print(f"hosts {len(hosts)}: {', '.join(h[:11] for h in hosts)}; synthetic cases {len(sampler.cases)}")
     net = build_network(spec["architecture"])
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -241,7 +241,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         if args.checkpoint_every and step and step % args.checkpoint_every == 0:
             torch.save(net.state_dict(), args.out)
     torch.save(net.state_dict(), args.out)
-    meta = {"hosts": hosts, "steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr,
+    meta = {"hosts": hosts, "synth_dir": args.synth_dir, "positive_fraction": args.positive_fraction,
+            "steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr,
             "seed": args.seed, "synthetic_cases": len(sampler.cases), "final_loss": running,
             "train_seconds": round(time.time() - t0, 1)}
     Path(str(args.out) + ".json").write_text(json.dumps(meta, indent=1))
@@ -292,6 +293,7 @@ def main() -> None:
                    default=SHARED / "data/lesion-shapes/blast-ct_scan_0_segmentation.nii.gz")
     p.add_argument("--hosts", default="all", help="fold0 | fold1 | all | comma-separated series")
     p.add_argument("--cases", type=int, default=40, help="synthetic cases per host")
+    p.add_argument("--synth-dir", default="synth", help="folder of the synthetic cases inside the cache")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--crop", type=int, default=160)

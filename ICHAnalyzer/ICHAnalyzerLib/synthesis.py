@@ -27,7 +27,9 @@ from .constants import SUBTYPE_BY_LABEL
 from .volume import CTVolume
 
 # Blood density ranges (HU) of acute hemorrhage per label, before partial volume.
-BLOOD_HU = {1: (58.0, 85.0), 2: (50.0, 78.0), 3: (50.0, 75.0), 4: (52.0, 82.0), 5: (58.0, 88.0)}
+BLOOD_HU = {1: (52.0, 85.0), 2: (50.0, 78.0), 3: (50.0, 75.0), 4: (52.0, 82.0), 5: (58.0, 88.0)}
+# Extra-axial collections end where thinner than this (thinner tapers look like the normal inner table).
+MIN_EXTRA_AXIAL_MM = 2.0
 CSF_HU = (-5.0, 18.0)
 NOISE_CLIP_HU = 25.0
 
@@ -162,13 +164,13 @@ def _iph_field(ct: CTVolume, frame: _Frame, center: np.ndarray, volume_ml: float
         occ /= len(offs)
         # sharpen the interpolated occupancy back to a one-voxel ramp
         occ = np.clip((occ - 0.5) * 1.5 + 0.5, 0, 1)
-        rim_width = rng.uniform(2.0, 6.0)
+        rim_width = rng.uniform(2.0, 9.0)
         dist_out = ndimage.distance_transform_edt(occ < 0.5, sampling=(frame.dz, frame.dy, frame.dx))
         rim = np.clip(1.0 - dist_out / rim_width, 0, 1) * (occ < 0.5)
         return occ, rim.astype(np.float32), box, "bank"
     radii = rng.uniform(0.6, 1.4, size=3)
     radii *= (volume_ml * 1000.0 * 3 / (4 * np.pi) / radii.prod()) ** (1 / 3)
-    rim_width = rng.uniform(2.0, 6.0)
+    rim_width = rng.uniform(2.0, 9.0)
     box = _box(center, radii.max() * 1.5 + rim_width + 4, frame, ct.shape)
     freqs = rng.normal(size=(6, 3)) * 2.0
     phases = rng.uniform(0, 2 * np.pi, 6)
@@ -245,9 +247,9 @@ def insert_hemorrhage(ct: CTVolume, brain: np.ndarray, label: int, rng: np.rando
     supra = _supratentorial(brain)[:, None, None]
 
     if label == 1:
-        vol = float(volume_ml if volume_ml is not None else np.exp(rng.uniform(np.log(1.0), np.log(60.0))))
+        vol = float(volume_ml if volume_ml is not None else np.exp(rng.uniform(np.log(0.5), np.log(80.0))))
         r_eq = (vol * 3000.0 / (4 * np.pi)) ** (1 / 3)
-        parenchyma = (dist > r_eq * 0.9 + 4) & (smooth_hu > 20) & (smooth_hu < 45) & _supratentorial(
+        parenchyma = (dist > r_eq * 0.6 + 3) & (smooth_hu > 20) & (smooth_hu < 45) & _supratentorial(
             brain, 0.15, 0.92)[:, None, None]
         center = _pick(parenchyma, rng)
         if center is None:
@@ -300,7 +302,7 @@ def insert_hemorrhage(ct: CTVolume, brain: np.ndarray, label: int, rng: np.rando
         if center is None:
             raise ValueError("no inner-table surface found")
         if label == 4:
-            arc, thick = rng.uniform(35.0, 80.0), rng.uniform(3.0, 12.0)
+            arc, thick = rng.uniform(35.0, 80.0), rng.uniform(4.0, 14.0)
         else:
             arc, thick = rng.uniform(18.0, 40.0), rng.uniform(6.0, 20.0)
         box = _box(center, arc + 2, frame, ct.shape)
@@ -310,7 +312,7 @@ def insert_hemorrhage(ct: CTVolume, brain: np.ndarray, label: int, rng: np.rando
         t = np.clip(1.0 - (r / arc) ** 2, 0.0, 1.0)
         profile = thick * (t if label == 4 else np.sqrt(t))
         signed = dist[box] - profile
-        signed = np.where(profile > 0.3, signed, 10.0)
+        signed = np.where(profile >= MIN_EXTRA_AXIAL_MM, signed, 10.0)
         occ_full[box] = _soft(signed, frame.dx) * brain[box]
         shape_name = "crescent" if label == 4 else "lens"
 
@@ -325,7 +327,7 @@ def insert_hemorrhage(ct: CTVolume, brain: np.ndarray, label: int, rng: np.rando
     residual = np.clip(hu - smooth_hu, -NOISE_CLIP_HU, NOISE_CLIP_HU)
     delta = occ_full * (blood + heterogeneity + residual - hu)
     if rim_full is not None:
-        oedema = rng.uniform(4.0, 10.0)
+        oedema = rng.uniform(4.0, 14.0)
         rim_full *= brain & (smooth_hu > 15) & (smooth_hu < 50) & ~lesion_mask
         delta -= rim_full * oedema
     hu = hu + delta

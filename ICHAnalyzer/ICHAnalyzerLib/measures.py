@@ -474,9 +474,16 @@ def hematoma_locations(ct: CTVolume, labels: np.ndarray, volumes: dict, registra
 
 def gcs_points(gcs: int) -> int:
     """ICH score points for the Glasgow Coma Scale: 3-4 -> 2, 5-12 -> 1, 13-15 -> 0."""
-    if not 3 <= gcs <= 15:
-        raise InputError(f"GCS must be 3..15, got {gcs}")
+    check_gcs_age(gcs, None)
     return 2 if gcs <= 4 else (1 if gcs <= 12 else 0)
+
+
+def check_gcs_age(gcs: int | None, age: int | None) -> None:
+    """Raise InputError unless GCS (3..15) and age (0..130 years) are plausible or absent."""
+    if gcs is not None and not 3 <= gcs <= 15:
+        raise InputError(f"GCS must be 3..15, got {gcs}")
+    if age is not None and not 0 <= age <= 130:
+        raise InputError(f"age must be 0..130 years, got {age}")
 
 
 def ich_score(volumes: dict, infratentorial_origin: bool | None, gcs: int | None = None,
@@ -487,8 +494,7 @@ def ich_score(volumes: dict, infratentorial_origin: bool | None, gcs: int | None
     origin (atlas region of the largest IPH; null when it is unknown). The score is only given when
     every part is known: nothing is guessed.
     """
-    if age is not None and not 0 <= age <= 130:
-        raise InputError(f"age must be 0..130 years, got {age}")
+    check_gcs_age(gcs, age)
     iph_ml = float((volumes.get("IPH") or {}).get("volume_ml") or 0.0)
     ivh_ml = float((volumes.get("IVH") or {}).get("volume_ml") or 0.0)
     parts = {

@@ -98,7 +98,9 @@ def analyze_volume(
     """Analyse ``ct``: brain mask, model (unless ``labels`` is given), volumetry and ABC/2, clinical
     measures, report. ``gcs`` and ``age`` complete the ICH score; without them it says what is missing."""
     from .brainmask import brain_mask, intracranial_volume_ml
+    from .measures import check_gcs_age
 
+    check_gcs_age(gcs, age)  # before any work, and even when no labels exist to score
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     _notify(progress, "brain mask", 0.05)
@@ -196,7 +198,9 @@ def analyze(
 ) -> AnalysisResult:
     """Load ``input_path``, analyse it and write ``outdir`` atomically (see module docstring)."""
     from .io import load_ct, load_labelmap
+    from .measures import check_gcs_age
 
+    check_gcs_age(gcs, age)
     outdir = Path(outdir)
     prepare_outdir(outdir, force)
     if device not in ("auto", "cpu", "cuda"):

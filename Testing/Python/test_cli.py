@@ -13,6 +13,7 @@ import pytest
 import slicerio
 from conftest import REPO, series_dir
 from ICHAnalyzerLib import pipeline
+from ICHAnalyzerLib.atlas import find_templates
 from ICHAnalyzerLib.cli import main
 from ICHAnalyzerLib.constants import SUBTYPE_KEYS
 from ICHAnalyzerLib.io import write_ct, write_labelmap_nifti
@@ -205,3 +206,15 @@ def test_no_labels_means_no_clinical_section(shared_cache, tmp_path, monkeypatch
     assert report["source_of_labels"] == "none" and report["clinical"] is None
     assert report["detection"]["any"] is None and report["detection"]["reason"] == "no model is installed"
     assert all(s["probabilities"]["any"] is None for s in report["slices"])
+
+
+@pytest.mark.parametrize("flags", [["--gcs", "20"], ["--gcs", "2"], ["--age", "-3"]])
+def test_implausible_gcs_or_age_refused_before_any_work(phantom_files, tmp_path, capsys, monkeypatch, flags):
+    """Even when no labels exist (no model, no --mask), a bad --gcs/--age is one clear error, no output."""
+    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed"))
+    _, ct_path, _ = phantom_files
+    out = tmp_path / "out"
+    assert main(["analyze", str(ct_path), "-o", str(out), "--quiet", *flags]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("GCS must be 3..15" in err[0] or "age must be 0..130" in err[0])
+    assert not out.exists()

@@ -43,7 +43,7 @@ def rigid_register(baseline: CTVolume, baseline_brain: np.ndarray, followup: CTV
     Returns {"matrix": 4x4 baseline LPS -> follow-up LPS, "brain_dice": overlap of the two brain masks
     after registration (on the baseline's 3 mm grid), "seconds"}.
     """
-    from .atlas import ct_on_lps_grid
+    from .atlas import affine_matrix, ct_on_lps_grid, mattes_registration
 
     start = time.perf_counter()
     fixed, fixed_mask = ct_on_lps_grid(baseline, baseline_brain, REGISTRATION_GRID_MM)
@@ -52,24 +52,10 @@ def rigid_register(baseline: CTVolume, baseline_brain: np.ndarray, followup: CTV
         sitk.Cast(fixed_mask, sitk.sitkFloat32), sitk.Cast(moving_mask, sitk.sitkFloat32),
         sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
     transform = sitk.Euler3DTransform(initial)
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.2, seed=11)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=150,
-                                                 relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([2, 1])
-    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
-    reg.SetInitialTransform(transform, inPlace=True)
+    reg = mattes_registration(transform, sampling=0.2, seed=11, learning_rate=2.0, min_step=1e-3,
+                              iterations=150)
     reg.Execute(fixed, moving)
-    matrix = np.eye(4)
-    rotation = np.array(transform.GetMatrix()).reshape(3, 3)
-    centre = np.array(transform.GetCenter())
-    matrix[:3, :3] = rotation
-    matrix[:3, 3] = np.array(transform.GetTranslation()) + centre - rotation @ centre
+    matrix = affine_matrix(transform)
     # overlap of the brain masks once registered, on the baseline's grid
     base = sitk.GetArrayFromImage(fixed_mask).astype(bool)
     zz, yy, xx = np.indices(base.shape)

@@ -218,3 +218,42 @@ def test_implausible_gcs_or_age_refused_before_any_work(phantom_files, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and ("GCS must be 3..15" in err[0] or "age must be 0..130" in err[0])
     assert not out.exists()
+
+
+def _undescribed(value, schema: dict, root: dict, path: str = "") -> set[str]:
+    """Paths of object keys in ``value`` that ``schema`` (resolving $ref, allOf, oneOf) does not name."""
+    while "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    parts = [schema, *schema.get("allOf", [])]
+    alternatives = [s for s in schema.get("oneOf", []) if s.get("type") != "null"]
+    if alternatives:
+        return set.intersection(*(_undescribed(value, s, root, path) for s in alternatives))
+    parts = [root["$defs"][p["$ref"].rsplit("/", 1)[-1]] if "$ref" in p else p for p in parts]
+    missing: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            named = [p["properties"][key] for p in parts if key in p.get("properties", {})]
+            named += [p["additionalProperties"] for p in parts if isinstance(p.get("additionalProperties"), dict)]
+            if not named:
+                missing.add(f"{path}.{key}")
+            for sub in named:
+                missing |= _undescribed(item, sub, root, f"{path}.{key}")
+    elif isinstance(value, list):
+        for p in parts:
+            if "items" in p:
+                for item in value:
+                    missing |= _undescribed(item, p["items"], root, f"{path}[]")
+    return missing
+
+
+def test_every_report_field_is_described_in_the_schema(phantom_files, tmp_path):
+    from ICHAnalyzerLib.report import report_schema
+
+    _, ct_path, truth_path = phantom_files
+    out = tmp_path / "out"
+    assert main(["analyze", str(ct_path), "-o", str(out), "--mask", str(truth_path), "--quiet",
+                 "--gcs", "10", "--age", "70"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["clinical"]["ich_score"]["gcs"] == 10
+    schema = report_schema()
+    assert _undescribed(report, schema, schema) == set()

@@ -233,7 +233,8 @@ def _undescribed(value, schema: dict, root: dict, path: str = "") -> set[str]:
     if isinstance(value, dict):
         for key, item in value.items():
             named = [p["properties"][key] for p in parts if key in p.get("properties", {})]
-            named += [p["additionalProperties"] for p in parts if isinstance(p.get("additionalProperties"), dict)]
+            named += [p["additionalProperties"] for p in parts
+                      if isinstance(p.get("additionalProperties"), dict)]
             if not named:
                 missing.add(f"{path}.{key}")
             for sub in named:

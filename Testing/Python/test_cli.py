@@ -258,3 +258,26 @@ def test_every_report_field_is_described_in_the_schema(phantom_files, tmp_path):
     assert report["clinical"]["ich_score"]["gcs"] == 10
     schema = report_schema()
     assert _undescribed(report, schema, schema) == set()
+
+
+def test_csv_carries_clinical_measures(phantom_files, tmp_path):
+    """A clinician reading only report.csv sees midline shift, ICH score, volume and hematoma location."""
+    import csv
+
+    _, ct_path, truth_path = phantom_files
+    out = tmp_path / "out"
+    assert main(["analyze", str(ct_path), "-o", str(out), "--mask", str(truth_path), "--quiet",
+                 "--gcs", "14", "--age", "50"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    with open(out / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    total = next(r for r in rows if r["level"] == "scan" and r["subtype"] == "total")
+    score = report["clinical"]["ich_score"]["score"]
+    assert total["ich_score"] == ("" if score is None else str(score))
+    shift = report["clinical"]["midline_shift"]["shift_mm"]
+    assert total["midline_shift_mm"] == ("" if shift is None else str(shift))
+    assert float(total["intracranial_volume_ml"]) == report["brain"]["intracranial_volume_ml"]
+    location = report["clinical"]["location"]
+    hematoma_rows = {(r["subtype"], r["hematoma_id"]): r for r in rows if r["level"] == "hematoma"}
+    for place in (location or {}).get("hematomas", []):
+        assert hematoma_rows[(place["subtype"], str(place["id"]))]["region"] == place["region"]

@@ -27,6 +27,7 @@ import SimpleITK as sitk  # noqa: N813
 from scipy import ndimage as ndi
 
 from .constants import SUBTYPE_KEYS
+from .errors import ModelError
 from .volume import CTVolume
 
 IPH_GROWTH_ML = 6.0  # absolute IPH growth strictly above this is expansion
@@ -184,7 +185,11 @@ def compare(baseline_path: str | Path, followup_path: str | Path, outdir: str | 
     for path, mask in ((baseline_path, baseline_mask), (followup_path, followup_mask)):
         ct = load_ct(path)
         labels = load_labelmap(mask, ct) if mask is not None else None
-        results.append(analyze_volume(ct, labels=labels, device=device))
+        result = analyze_volume(ct, labels=labels, device=device)
+        if result.report["source_of_labels"] == "none":  # empty labels would read as 'no hemorrhage'
+            raise ModelError(f"cannot compare {path}: {result.report['detection']['reason']}; "
+                             "give --baseline-mask and --followup-mask")
+        results.append(result)
     comparison, followup_on_baseline = compare_results(*results)
     tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.resolve().parent))
     try:

@@ -55,6 +55,7 @@ def volume_table(report: dict, truth_ml: dict[str, float] | None = None,
         head += ["true mL", "truth voxels mL"]
     head += ["volume mL", "ABC/2 mL", "ABC/2 unw. mL", "ABC/2 diff %", "max thick. mm", "P(detect)"]
     rows = []
+    unmeasured = report.get("source_of_labels") == "none"  # nothing segmented: not '0 mL of hemorrhage'
     for key in (*SUBTYPE_KEYS, "total"):
         entry = report["volumes"][key]
         row = [key]
@@ -62,7 +63,7 @@ def volume_table(report: dict, truth_ml: dict[str, float] | None = None,
             row += [_fmt(truth_ml.get(key), 2), _fmt((truth_voxel_ml or {}).get(key), 2)]
         note = "" if entry.get("abc2_clinically_applicable", True) else "*"
         prob = report["detection"].get("any" if key == "total" else key)
-        row += [_fmt(entry["volume_ml"], 2), _fmt(entry["abc2_ml"], 2) + note,
+        row += [_fmt(None if unmeasured else entry["volume_ml"], 2), _fmt(entry["abc2_ml"], 2) + note,
                 _fmt(entry["abc2_unweighted_ml"], 2), _fmt(entry["abc2_difference_pct"]),
                 _fmt(entry.get("max_thickness_mm")), _fmt(prob, 3)]
         rows.append(row)

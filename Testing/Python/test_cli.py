@@ -281,3 +281,15 @@ def test_csv_carries_clinical_measures(phantom_files, tmp_path):
     hematoma_rows = {(r["subtype"], r["hematoma_id"]): r for r in rows if r["level"] == "hematoma"}
     for place in (location or {}).get("hematomas", []):
         assert hematoma_rows[(place["subtype"], str(place["id"]))]["region"] == place["region"]
+
+
+def test_table_without_labels_shows_no_volumes(phantom_files, tmp_path, capsys, monkeypatch):
+    """No model and no --mask: the table must not print '0.00 mL' as if no hemorrhage had been found."""
+    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed"))
+    _, ct_path, _ = phantom_files
+    assert main(["analyze", str(ct_path), "-o", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines if line.split() and line.split()[0] in (*SUBTYPE_KEYS, "total")]
+    assert len(rows) == len(SUBTYPE_KEYS) + 1
+    assert all(row[1] == "-" for row in rows)
+    assert any("no model is installed" in line for line in lines)

@@ -110,10 +110,12 @@ class Registration:
     seconds: float
 
     def to_template(self, points_lps: np.ndarray) -> np.ndarray:
+        """CT points ``(n, 3)`` LPS mm to template LPS mm."""
         points = np.atleast_2d(np.asarray(points_lps, dtype=float))
         return points @ self.matrix[:3, :3].T + self.matrix[:3, 3]
 
     def to_ct(self, template_lps: np.ndarray) -> np.ndarray:
+        """Template points ``(n, 3)`` LPS mm to CT LPS mm."""
         inverse = np.linalg.inv(self.matrix)
         points = np.atleast_2d(np.asarray(template_lps, dtype=float))
         return points @ inverse[:3, :3].T + inverse[:3, 3]

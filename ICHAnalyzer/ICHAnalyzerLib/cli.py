@@ -39,6 +39,7 @@ class StepProgress:
         self.bar.update(max(0, round(100 * fraction) - self.bar.n))
 
     def close(self) -> None:
+        """Remove the bar from the terminal."""
         if self.bar is not None:
             self.bar.close()
 
@@ -76,6 +77,7 @@ def volume_table(report: dict, truth_ml: dict[str, float] | None = None,
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    """``analyze``: one scan to an output folder; prints the volume table and clinical summary."""
     from .pipeline import analyze
 
     progress = StepProgress(args.quiet)
@@ -116,6 +118,7 @@ def clinical_summary(report: dict) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """``compare``: baseline against follow-up; prints volumes side by side and expansion flags."""
     from .compare import compare
 
     comparison = compare(args.baseline, args.followup, args.output, baseline_mask=args.baseline_mask,
@@ -129,6 +132,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``demo``: the whole pipeline on the synthetic phantom, measures next to the truth."""
     from .io import write_ct
     from .phantom import make_phantom
     from .pipeline import analyze
@@ -166,6 +170,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    """``models``: list the installed models."""
     try:
         from .inference import available_models
     except ImportError:
@@ -180,6 +185,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ichanalyzer`` argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="ichanalyzer", description=(
         "Intracranial hemorrhage detection, segmentation and volumetry on non-contrast head CT. "
         "Research use only, not for clinical decisions."))

@@ -27,6 +27,7 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813
 from scipy import ndimage as ndi
 
+from .errors import InputError
 from .volume import CTVolume
 
 TEMPLATE_FILE = "scct_stripped.nii.gz"
@@ -123,10 +124,11 @@ class Registration:
 
 def ct_on_lps_grid(ct: CTVolume, brain: np.ndarray, step_mm: float) -> tuple[sitk.Image, sitk.Image]:
     """Brain-masked CT (HU, background -50) and its mask on an axis-aligned LPS grid of ``step_mm``."""
-    idx = np.argwhere(brain[:, ::8, ::8])  # coarse bounding box is enough
+    stride = 8 if brain[:, ::8, ::8].any() else 1  # coarse bounding box is enough (all voxels if tiny)
+    idx = np.argwhere(brain[:, ::stride, ::stride])
     if len(idx) == 0:
-        raise ValueError("empty brain mask")
-    ijk = np.stack([idx[:, 2] * 8, idx[:, 1] * 8, idx[:, 0]], axis=1)
+        raise InputError(f"No intracranial region found in {ct.source or 'the CT'}: cannot register it")
+    ijk = np.stack([idx[:, 2] * stride, idx[:, 1] * stride, idx[:, 0]], axis=1)
     corners = ct.voxel_to_lps(ijk)
     lo = corners.min(axis=0) - 2 * step_mm
     hi = corners.max(axis=0) + 2 * step_mm

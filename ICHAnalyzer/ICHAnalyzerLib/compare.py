@@ -16,8 +16,6 @@ from __future__ import annotations
 import csv
 import io as _io
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -176,7 +174,7 @@ def compare(baseline_path: str | Path, followup_path: str | Path, outdir: str | 
     """CLI core: analyse both scans, register, compare; write OUTDIR atomically:
     comparison.json, comparison.csv, followup_labels_on_baseline.nii.gz (and each scan's report)."""
     from .io import load_ct, load_labelmap, write_labelmap_nifti
-    from .pipeline import analyze_volume, commit_outdir, prepare_outdir
+    from .pipeline import analyze_volume, prepare_outdir, write_outdir
     from .report import write_report
 
     outdir = Path(outdir)
@@ -191,16 +189,14 @@ def compare(baseline_path: str | Path, followup_path: str | Path, outdir: str | 
                              "give --baseline-mask and --followup-mask")
         results.append(result)
     comparison, followup_on_baseline = compare_results(*results)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.resolve().parent))
-    try:
+
+    def write(tmp: Path) -> None:
         (tmp / "comparison.json").write_text(json.dumps(comparison, indent=2, allow_nan=False) + "\n")
         (tmp / "comparison.csv").write_text(comparison_csv_text(comparison))
         write_labelmap_nifti(tmp / "followup_labels_on_baseline.nii.gz", followup_on_baseline, results[0].ct)
         for name, result in (("baseline", results[0]), ("followup", results[1])):
             (tmp / name).mkdir()
             write_report(result.report, tmp / name)
-        commit_outdir(tmp, outdir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_outdir(outdir, write)
     return comparison

@@ -78,7 +78,7 @@ def _mask_on_grid(ct: CTVolume, brain: np.ndarray, step_mm: float) -> tuple[np.n
     aff[:3, 3] = ct.affine[:3, 3] + ct.affine[:3, 0] * (fi - 1) / 2 + ct.affine[:3, 1] * (fj - 1) / 2
     idx = np.argwhere(small > 0.5)
     if len(idx) == 0:
-        raise ValueError("empty brain mask")
+        raise InputError(f"Intracranial region of {ct.source or 'the CT'} too small to find its midline")
     corners = idx[:, ::-1] @ aff[:3, :3].T + aff[:3, 3]  # (i, j, k) -> LPS
     lo = corners.min(axis=0) - 3 * step_mm
     hi = corners.max(axis=0) + 3 * step_mm

@@ -293,3 +293,15 @@ def test_table_without_labels_shows_no_volumes(phantom_files, tmp_path, capsys, 
     assert len(rows) == len(SUBTYPE_KEYS) + 1
     assert all(row[1] == "-" for row in rows)
     assert any("no model is installed" in line for line in lines)
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="needs /proc (Linux)")
+def test_unwritable_output_folder_is_one_clear_error(phantom_files, capsys):
+    """/proc accepts no new folders, even for root: an output error, not an internal one."""
+    _, ct_path, truth_path = phantom_files
+    for argv in (["analyze", str(ct_path), "--mask", str(truth_path)],
+                 ["compare", str(ct_path), str(ct_path), "--baseline-mask", str(truth_path),
+                  "--followup-mask", str(truth_path)]):
+        assert main([*argv, "-o", "/proc/ichanalyzer-out", "--quiet"]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("ichanalyzer: error:") and "/proc" in err[0], err

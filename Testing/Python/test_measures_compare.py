@@ -121,3 +121,17 @@ def test_compare_without_labels_refuses_instead_of_reporting_no_growth(pair, tmp
     assert len(err) == 1 and "no model is installed" in err[0] and "--baseline-mask" in err[0]
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cmp")]
+
+
+def test_registration_without_brain_is_an_input_error(pair):
+    """An empty (or tiny) intracranial mask: one clear InputError, not an internal ValueError."""
+    from ICHAnalyzerLib.atlas import ct_on_lps_grid
+    from ICHAnalyzerLib.errors import InputError
+
+    base = pair[0]
+    with pytest.raises(InputError, match="No intracranial region"):
+        ct_on_lps_grid(base.ct, np.zeros(base.ct.shape, bool), 3.0)
+    tiny = np.zeros(base.ct.shape, bool)
+    tiny[10, 101, 101] = True  # missed by the coarse 8-voxel sampling: still registered from its voxels
+    image, mask = ct_on_lps_grid(base.ct, tiny, 3.0)
+    assert mask.GetSize()[0] > 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,22 +22,7 @@ sys.path.insert(0, str(REPO / "ICHAnalyzer"))
 from ICHAnalyzerLib.brainmask import brain_mask, intracranial_volume_ml  # noqa: E402
 from ICHAnalyzerLib.io import load_ct  # noqa: E402
 from ICHAnalyzerLib.phantom import make_phantom  # noqa: E402
-
-
-def shared_cache(explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit)
-    shared = Path(os.environ.get("ICH_SHARED_DIR", REPO.parent / "shared"))
-    out = subprocess.run([str(shared / "tools" / "unpack-data")], check=True, capture_output=True, text=True)
-    return Path(out.stdout.strip().splitlines()[-1])
-
-
-def find_series(cache: Path, prefix: str) -> Path:
-    for group in ("rsna", "rsna-unlabelled"):
-        hits = sorted(p for p in (cache / group).glob(prefix + "*") if p.is_dir())
-        if hits:
-            return hits[0]
-    raise SystemExit(f"series {prefix} not found under {cache}")
+from shared_data import find_series, shared_cache  # noqa: E402
 
 
 def bench(ct: object, repeat: int) -> tuple[float, float, float]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,15 +28,10 @@ from ICHAnalyzerLib import measures  # noqa: E402
 from ICHAnalyzerLib.brainmask import brain_mask  # noqa: E402
 from ICHAnalyzerLib.io import load_ct  # noqa: E402
 from ICHAnalyzerLib.volumetry import measure_labels  # noqa: E402
+from shared_data import shared_cache  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SERIES = ("ID_73637515", "ID_59abcbf1", "ID_cd5a85fd", "ID_8c5a14af")
-
-
-def shared_cache() -> Path:
-    shared = Path(os.environ.get("ICH_SHARED_DIR", REPO.parent / "shared"))
-    out = subprocess.run([str(shared / "tools" / "unpack-data")], check=True, capture_output=True, text=True)
-    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def crude_labels(ct, brain):

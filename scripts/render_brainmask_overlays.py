@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,17 +24,10 @@ from ICHAnalyzerLib.brainmask import brain_mask, intracranial_volume_ml  # noqa:
 from ICHAnalyzerLib.figures import render_overlay  # noqa: E402
 from ICHAnalyzerLib.io import load_ct  # noqa: E402
 from ICHAnalyzerLib.phantom import make_phantom  # noqa: E402
+from shared_data import shared_cache  # noqa: E402
 
 MASK_COLOR = (40, 220, 60)
 MAX_TILES = 24
-
-
-def shared_cache(explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit)
-    shared = Path(os.environ.get("ICH_SHARED_DIR", REPO.parent / "shared"))
-    out = subprocess.run([str(shared / "tools" / "unpack-data")], check=True, capture_output=True, text=True)
-    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def slices_around(mask: np.ndarray) -> list[int]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,14 +27,9 @@ from ICHAnalyzerLib import atlas as atlas_module  # noqa: E402
 from ICHAnalyzerLib import measures  # noqa: E402
 from ICHAnalyzerLib.brainmask import brain_mask  # noqa: E402
 from ICHAnalyzerLib.io import load_ct  # noqa: E402
+from shared_data import shared_cache  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_cache() -> Path:
-    shared = Path(os.environ.get("ICH_SHARED_DIR", REPO.parent / "shared"))
-    out = subprocess.run([str(shared / "tools" / "unpack-data")], check=True, capture_output=True, text=True)
-    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def landmarks(ct, plane, result, registration) -> tuple[str, str]:

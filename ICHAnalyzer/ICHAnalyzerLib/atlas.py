@@ -27,6 +27,7 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813
 from scipy import ndimage as ndi
 
+from .errors import InputError
 from .volume import CTVolume
 
 TEMPLATE_FILE = "scct_stripped.nii.gz"
@@ -110,10 +111,12 @@ class Registration:
     seconds: float
 
     def to_template(self, points_lps: np.ndarray) -> np.ndarray:
+        """CT points ``(n, 3)`` LPS mm to template LPS mm."""
         points = np.atleast_2d(np.asarray(points_lps, dtype=float))
         return points @ self.matrix[:3, :3].T + self.matrix[:3, 3]
 
     def to_ct(self, template_lps: np.ndarray) -> np.ndarray:
+        """Template points ``(n, 3)`` LPS mm to CT LPS mm."""
         inverse = np.linalg.inv(self.matrix)
         points = np.atleast_2d(np.asarray(template_lps, dtype=float))
         return points @ inverse[:3, :3].T + inverse[:3, 3]
@@ -121,10 +124,11 @@ class Registration:
 
 def ct_on_lps_grid(ct: CTVolume, brain: np.ndarray, step_mm: float) -> tuple[sitk.Image, sitk.Image]:
     """Brain-masked CT (HU, background -50) and its mask on an axis-aligned LPS grid of ``step_mm``."""
-    idx = np.argwhere(brain[:, ::8, ::8])  # coarse bounding box is enough
+    stride = 8 if brain[:, ::8, ::8].any() else 1  # coarse bounding box is enough (all voxels if tiny)
+    idx = np.argwhere(brain[:, ::stride, ::stride])
     if len(idx) == 0:
-        raise ValueError("empty brain mask")
-    ijk = np.stack([idx[:, 2] * 8, idx[:, 1] * 8, idx[:, 0]], axis=1)
+        raise InputError(f"No intracranial region found in {ct.source or 'the CT'}: cannot register it")
+    ijk = np.stack([idx[:, 2] * stride, idx[:, 1] * stride, idx[:, 0]], axis=1)
     corners = ct.voxel_to_lps(ijk)
     lo = corners.min(axis=0) - 2 * step_mm
     hi = corners.max(axis=0) + 2 * step_mm
@@ -151,8 +155,8 @@ def ct_on_lps_grid(ct: CTVolume, brain: np.ndarray, step_mm: float) -> tuple[sit
     return image, mask
 
 
-def _affine_matrix(transform: sitk.AffineTransform) -> np.ndarray:
-    """4x4 matrix of an ITK affine transform (fixed point -> moving point)."""
+def affine_matrix(transform: sitk.Transform) -> np.ndarray:
+    """4x4 matrix of an ITK affine or rigid transform (fixed point -> moving point)."""
     a = np.array(transform.GetMatrix()).reshape(3, 3)
     c = np.array(transform.GetCenter())
     t = np.array(transform.GetTranslation())
@@ -160,6 +164,26 @@ def _affine_matrix(transform: sitk.AffineTransform) -> np.ndarray:
     m[:3, :3] = a
     m[:3, 3] = t + c - a @ c
     return m
+
+
+def mattes_registration(transform: sitk.Transform, sampling: float, seed: int, learning_rate: float,
+                        min_step: float, iterations: int) -> sitk.ImageRegistrationMethod:
+    """Mattes mutual information (32 bins, random sampling), regular-step gradient descent, 2 levels
+    (shrink 2 then 1, smoothing 1 then 0 voxels), optimising ``transform`` in place."""
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(sampling, seed=seed)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=learning_rate, minStep=min_step,
+                                                 numberOfIterations=iterations, relaxationFactor=0.5,
+                                                 gradientMagnitudeTolerance=1e-6)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([2, 1])
+    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    reg.SetInitialTransform(transform, inPlace=True)
+    return reg
 
 
 def _rotation_onto(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -200,20 +224,10 @@ def register(ct: CTVolume, brain: np.ndarray, atlas: Atlas, midline: dict | None
         translation[0] -= on_plane[0]  # the plane's point onto x = 0
         transform.SetMatrix(rotation.ravel().tolist())
         transform.SetTranslation(translation.tolist())
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.1, seed=7)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-2, numberOfIterations=60,
-                                                 relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([2, 1])
-    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
-    reg.SetInitialTransform(transform, inPlace=True)
+    reg = mattes_registration(transform, sampling=0.1, seed=7, learning_rate=1.0, min_step=1e-2,
+                              iterations=60)
     reg.Execute(fixed, moving)
-    matrix = _affine_matrix(transform)
+    matrix = affine_matrix(transform)
     registration = Registration(matrix=matrix, brain_dice=0.0, metric=float(reg.GetMetricValue()),
                                 seconds=0.0)
     registration.brain_dice = brain_dice(registration, fixed_mask, atlas)

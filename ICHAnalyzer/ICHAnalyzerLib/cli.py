@@ -39,6 +39,7 @@ class StepProgress:
         self.bar.update(max(0, round(100 * fraction) - self.bar.n))
 
     def close(self) -> None:
+        """Remove the bar from the terminal."""
         if self.bar is not None:
             self.bar.close()
 
@@ -55,6 +56,7 @@ def volume_table(report: dict, truth_ml: dict[str, float] | None = None,
         head += ["true mL", "truth voxels mL"]
     head += ["volume mL", "ABC/2 mL", "ABC/2 unw. mL", "ABC/2 diff %", "max thick. mm", "P(detect)"]
     rows = []
+    unmeasured = report.get("source_of_labels") == "none"  # nothing segmented: not '0 mL of hemorrhage'
     for key in (*SUBTYPE_KEYS, "total"):
         entry = report["volumes"][key]
         row = [key]
@@ -62,7 +64,7 @@ def volume_table(report: dict, truth_ml: dict[str, float] | None = None,
             row += [_fmt(truth_ml.get(key), 2), _fmt((truth_voxel_ml or {}).get(key), 2)]
         note = "" if entry.get("abc2_clinically_applicable", True) else "*"
         prob = report["detection"].get("any" if key == "total" else key)
-        row += [_fmt(entry["volume_ml"], 2), _fmt(entry["abc2_ml"], 2) + note,
+        row += [_fmt(None if unmeasured else entry["volume_ml"], 2), _fmt(entry["abc2_ml"], 2) + note,
                 _fmt(entry["abc2_unweighted_ml"], 2), _fmt(entry["abc2_difference_pct"]),
                 _fmt(entry.get("max_thickness_mm")), _fmt(prob, 3)]
         rows.append(row)
@@ -75,6 +77,7 @@ def volume_table(report: dict, truth_ml: dict[str, float] | None = None,
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    """``analyze``: one scan to an output folder; prints the volume table and clinical summary."""
     from .pipeline import analyze
 
     progress = StepProgress(args.quiet)
@@ -115,6 +118,7 @@ def clinical_summary(report: dict) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """``compare``: baseline against follow-up; prints volumes side by side and expansion flags."""
     from .compare import compare
 
     comparison = compare(args.baseline, args.followup, args.output, baseline_mask=args.baseline_mask,
@@ -128,6 +132,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``demo``: the whole pipeline on the synthetic phantom, measures next to the truth."""
     from .io import write_ct
     from .phantom import make_phantom
     from .pipeline import analyze
@@ -165,6 +170,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    """``models``: list the installed models."""
     try:
         from .inference import available_models
     except ImportError:
@@ -179,6 +185,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ichanalyzer`` argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="ichanalyzer", description=(
         "Intracranial hemorrhage detection, segmentation and volumetry on non-contrast head CT. "
         "Research use only, not for clinical decisions."))

@@ -16,8 +16,6 @@ from __future__ import annotations
 import csv
 import io as _io
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import SimpleITK as sitk  # noqa: N813
 from scipy import ndimage as ndi
 
 from .constants import SUBTYPE_KEYS
+from .errors import ModelError
 from .volume import CTVolume
 
 IPH_GROWTH_ML = 6.0  # absolute IPH growth strictly above this is expansion
@@ -43,7 +42,7 @@ def rigid_register(baseline: CTVolume, baseline_brain: np.ndarray, followup: CTV
     Returns {"matrix": 4x4 baseline LPS -> follow-up LPS, "brain_dice": overlap of the two brain masks
     after registration (on the baseline's 3 mm grid), "seconds"}.
     """
-    from .atlas import ct_on_lps_grid
+    from .atlas import affine_matrix, ct_on_lps_grid, mattes_registration
 
     start = time.perf_counter()
     fixed, fixed_mask = ct_on_lps_grid(baseline, baseline_brain, REGISTRATION_GRID_MM)
@@ -52,24 +51,10 @@ def rigid_register(baseline: CTVolume, baseline_brain: np.ndarray, followup: CTV
         sitk.Cast(fixed_mask, sitk.sitkFloat32), sitk.Cast(moving_mask, sitk.sitkFloat32),
         sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
     transform = sitk.Euler3DTransform(initial)
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.2, seed=11)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=150,
-                                                 relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([2, 1])
-    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
-    reg.SetInitialTransform(transform, inPlace=True)
+    reg = mattes_registration(transform, sampling=0.2, seed=11, learning_rate=2.0, min_step=1e-3,
+                              iterations=150)
     reg.Execute(fixed, moving)
-    matrix = np.eye(4)
-    rotation = np.array(transform.GetMatrix()).reshape(3, 3)
-    centre = np.array(transform.GetCenter())
-    matrix[:3, :3] = rotation
-    matrix[:3, 3] = np.array(transform.GetTranslation()) + centre - rotation @ centre
+    matrix = affine_matrix(transform)
     # overlap of the brain masks once registered, on the baseline's grid
     base = sitk.GetArrayFromImage(fixed_mask).astype(bool)
     zz, yy, xx = np.indices(base.shape)
@@ -189,7 +174,7 @@ def compare(baseline_path: str | Path, followup_path: str | Path, outdir: str | 
     """CLI core: analyse both scans, register, compare; write OUTDIR atomically:
     comparison.json, comparison.csv, followup_labels_on_baseline.nii.gz (and each scan's report)."""
     from .io import load_ct, load_labelmap, write_labelmap_nifti
-    from .pipeline import analyze_volume, commit_outdir, prepare_outdir
+    from .pipeline import analyze_volume, prepare_outdir, write_outdir
     from .report import write_report
 
     outdir = Path(outdir)
@@ -198,18 +183,20 @@ def compare(baseline_path: str | Path, followup_path: str | Path, outdir: str | 
     for path, mask in ((baseline_path, baseline_mask), (followup_path, followup_mask)):
         ct = load_ct(path)
         labels = load_labelmap(mask, ct) if mask is not None else None
-        results.append(analyze_volume(ct, labels=labels, device=device))
+        result = analyze_volume(ct, labels=labels, device=device)
+        if result.report["source_of_labels"] == "none":  # empty labels would read as 'no hemorrhage'
+            raise ModelError(f"cannot compare {path}: {result.report['detection']['reason']}; "
+                             "give --baseline-mask and --followup-mask")
+        results.append(result)
     comparison, followup_on_baseline = compare_results(*results)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.resolve().parent))
-    try:
+
+    def write(tmp: Path) -> None:
         (tmp / "comparison.json").write_text(json.dumps(comparison, indent=2, allow_nan=False) + "\n")
         (tmp / "comparison.csv").write_text(comparison_csv_text(comparison))
         write_labelmap_nifti(tmp / "followup_labels_on_baseline.nii.gz", followup_on_baseline, results[0].ct)
         for name, result in (("baseline", results[0]), ("followup", results[1])):
             (tmp / name).mkdir()
             write_report(result.report, tmp / name)
-        commit_outdir(tmp, outdir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_outdir(outdir, write)
     return comparison

@@ -78,7 +78,7 @@ def _mask_on_grid(ct: CTVolume, brain: np.ndarray, step_mm: float) -> tuple[np.n
     aff[:3, 3] = ct.affine[:3, 3] + ct.affine[:3, 0] * (fi - 1) / 2 + ct.affine[:3, 1] * (fj - 1) / 2
     idx = np.argwhere(small > 0.5)
     if len(idx) == 0:
-        raise ValueError("empty brain mask")
+        raise InputError(f"Intracranial region of {ct.source or 'the CT'} too small to find its midline")
     corners = idx[:, ::-1] @ aff[:3, :3].T + aff[:3, 3]  # (i, j, k) -> LPS
     lo = corners.min(axis=0) - 3 * step_mm
     hi = corners.max(axis=0) + 3 * step_mm
@@ -474,9 +474,16 @@ def hematoma_locations(ct: CTVolume, labels: np.ndarray, volumes: dict, registra
 
 def gcs_points(gcs: int) -> int:
     """ICH score points for the Glasgow Coma Scale: 3-4 -> 2, 5-12 -> 1, 13-15 -> 0."""
-    if not 3 <= gcs <= 15:
-        raise InputError(f"GCS must be 3..15, got {gcs}")
+    check_gcs_age(gcs, None)
     return 2 if gcs <= 4 else (1 if gcs <= 12 else 0)
+
+
+def check_gcs_age(gcs: int | None, age: int | None) -> None:
+    """Raise InputError unless GCS (3..15) and age (0..130 years) are plausible or absent."""
+    if gcs is not None and not 3 <= gcs <= 15:
+        raise InputError(f"GCS must be 3..15, got {gcs}")
+    if age is not None and not 0 <= age <= 130:
+        raise InputError(f"age must be 0..130 years, got {age}")
 
 
 def ich_score(volumes: dict, infratentorial_origin: bool | None, gcs: int | None = None,
@@ -487,8 +494,7 @@ def ich_score(volumes: dict, infratentorial_origin: bool | None, gcs: int | None
     origin (atlas region of the largest IPH; null when it is unknown). The score is only given when
     every part is known: nothing is guessed.
     """
-    if age is not None and not 0 <= age <= 130:
-        raise InputError(f"age must be 0..130 years, got {age}")
+    check_gcs_age(gcs, age)
     iph_ml = float((volumes.get("IPH") or {}).get("volume_ml") or 0.0)
     ivh_ml = float((volumes.get("IVH") or {}).get("volume_ml") or 0.0)
     parts = {

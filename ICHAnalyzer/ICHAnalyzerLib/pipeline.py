@@ -98,7 +98,9 @@ def analyze_volume(
     """Analyse ``ct``: brain mask, model (unless ``labels`` is given), volumetry and ABC/2, clinical
     measures, report. ``gcs`` and ``age`` complete the ICH score; without them it says what is missing."""
     from .brainmask import brain_mask, intracranial_volume_ml
+    from .measures import check_gcs_age
 
+    check_gcs_age(gcs, age)  # before any work, and even when no labels exist to score
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     _notify(progress, "brain mask", 0.05)
@@ -183,6 +185,25 @@ def commit_outdir(tmp: Path, outdir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def write_outdir(outdir: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(folder)`` on a temporary sibling folder, then move it onto ``outdir``: after an error
+    or Ctrl-C nothing is half-written; file system errors become one-line :class:`OutputError`."""
+    parent = outdir.resolve().parent
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write into {parent}: {exc.strerror or exc}") from None
+    try:
+        write(tmp)
+        commit_outdir(tmp, outdir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"cannot write {outdir}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def analyze(
     input_path: str | Path,
     outdir: str | Path,
@@ -196,7 +217,9 @@ def analyze(
 ) -> AnalysisResult:
     """Load ``input_path``, analyse it and write ``outdir`` atomically (see module docstring)."""
     from .io import load_ct, load_labelmap
+    from .measures import check_gcs_age
 
+    check_gcs_age(gcs, age)
     outdir = Path(outdir)
     prepare_outdir(outdir, force)
     if device not in ("auto", "cpu", "cuda"):
@@ -209,8 +232,7 @@ def analyze(
     result = analyze_volume(ct, labels=labels, device=device, progress=progress, gcs=gcs, age=age)
     result.report["timing_s"] = {"load": round(load_s, 3), **result.report["timing_s"]}
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.resolve().parent))
-    try:
+    def write(tmp: Path) -> None:
         _notify(progress, "writing", 0.95)
         t1 = time.perf_counter()
         result.report["timing_s"]["write"] = 0.0
@@ -220,8 +242,6 @@ def analyze(
         result.report["timing_s"]["write"] = round(write_s, 3)
         result.report["timing_s"]["end_to_end"] = round(time.perf_counter() - t0, 3)
         write_report(result.report, tmp)  # again, with the final timings
-        commit_outdir(tmp, outdir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_outdir(outdir, write)
     return result

@@ -103,3 +103,35 @@ def test_compare_writes_the_output_folder(pair, tmp_path):
     assert (out / "baseline" / "report.json").is_file() and (out / "followup" / "report.json").is_file()
     with pytest.raises(Exception, match="already exists"):
         compare.compare(tmp_path / "b.nii.gz", tmp_path / "f.nii.gz", out)
+
+
+def test_compare_without_labels_refuses_instead_of_reporting_no_growth(pair, tmp_path, monkeypatch, capsys):
+    """No model and no masks: empty label maps must not produce 0 mL volumes and 'no expansion'."""
+    from ICHAnalyzerLib import pipeline
+    from ICHAnalyzerLib.cli import main
+
+    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed"))
+    base, followup_ct, _, _ = pair
+    write_ct(tmp_path / "b.nii.gz", base.ct)
+    write_ct(tmp_path / "f.nii.gz", followup_ct)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "b.nii.gz"), str(tmp_path / "f.nii.gz"), "-o", str(out),
+                 "--quiet"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no model is installed" in err[0] and "--baseline-mask" in err[0]
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cmp")]
+
+
+def test_registration_without_brain_is_an_input_error(pair):
+    """An empty (or tiny) intracranial mask: one clear InputError, not an internal ValueError."""
+    from ICHAnalyzerLib.atlas import ct_on_lps_grid
+    from ICHAnalyzerLib.errors import InputError
+
+    base = pair[0]
+    with pytest.raises(InputError, match="No intracranial region"):
+        ct_on_lps_grid(base.ct, np.zeros(base.ct.shape, bool), 3.0)
+    tiny = np.zeros(base.ct.shape, bool)
+    tiny[10, 101, 101] = True  # missed by the coarse 8-voxel sampling: still registered from its voxels
+    image, mask = ct_on_lps_grid(base.ct, tiny, 3.0)
+    assert mask.GetSize()[0] > 0

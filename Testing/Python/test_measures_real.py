@@ -9,6 +9,7 @@ from ICHAnalyzerLib import atlas as atlas_module
 from ICHAnalyzerLib import measures
 from ICHAnalyzerLib.brainmask import brain_mask
 from ICHAnalyzerLib.io import load_ct
+from ICHAnalyzerLib.report import report_schema
 from ICHAnalyzerLib.volumetry import measure_labels
 
 # normal series (no hemorrhage): untilted, 22 deg and 16.5 deg gantry tilt
@@ -48,6 +49,8 @@ def test_normal_series_have_no_midline_shift(shared_cache, atlas, prefix):
     assert result["reliable"]
     start, end = np.array(result["line_endpoints"])
     assert np.linalg.norm(end - start) == pytest.approx(result["shift_mm"], abs=0.02)
+    described = report_schema()["$defs"]["clinical"]["properties"]["midline_shift"]["properties"]
+    assert set(result) <= set(described)  # every field written is described in the report schema
 
 
 @pytest.mark.slow

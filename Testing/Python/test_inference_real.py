@@ -1,0 +1,51 @@
+"""The shipped model on real CT: it finds a hematoma inserted into a real normal series."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import series_dir
+from ICHAnalyzerLib.inference import available_models, load_model, predict
+from ICHAnalyzerLib.synthesis import insert_hemorrhage
+
+pytestmark = pytest.mark.skipif(not available_models(), reason="no model installed")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def normal_series(shared_cache):
+    from ICHAnalyzerLib.brainmask import brain_mask
+    from ICHAnalyzerLib.io import load_ct
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ct = load_ct(series_dir(shared_cache, "ID_e4d13957"))
+    return ct, brain_mask(ct)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
+def test_inserted_iph_is_found_and_segmented(model, normal_series):
+    ct, brain = normal_series
+    ct2, truth, lesion = insert_hemorrhage(ct, brain, 1, np.random.default_rng(2026), volume_ml=20.0)
+    before = predict(ct, brain, model)
+    after = predict(ct2, brain, model)
+    assert after.labels.shape == ct.shape
+    assert not after.labels[~brain].any()
+    assert after.scan_probabilities["any"] > 0.5
+    assert after.scan_probabilities["IPH"] > 0.5
+    assert after.scan_probabilities["any"] > before.scan_probabilities["any"]
+    assert dice(after.labels > 0, truth > 0) > 0.6
+    predicted_ml = (after.labels == 1).sum() * ct.voxel_volume_mm3 / 1000
+    assert predicted_ml == pytest.approx(lesion.volume_ml, rel=0.35)
+    # slices holding the lesion score higher than slices far from it
+    ks = np.flatnonzero(truth.any(axis=(1, 2)))
+    assert after.slice_probabilities[ks, 0].max() > 0.5

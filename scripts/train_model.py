@@ -1,0 +1,317 @@
+#!/usr/bin/env python
+"""Train the 2.5D hemorrhage segmentation network on synthetic hemorrhage inserted into real normal CT.
+
+Steps (each cached outside the repository, default /work/cache-model):
+  prepare  read the 16 labelled series, brain masks, resample onto the network grid -> CACHE/net/<series>.npz
+  synth    insert synthetic hemorrhage into normal hosts on the network grid -> CACHE/synth/<series>_<n>.npz
+  train    train on the synthetic cases (+ clean host slices as negatives) of the given hosts -> weights .pt
+
+Examples:
+  python scripts/train_model.py prepare
+  python scripts/train_model.py synth --cases 40
+  python scripts/train_model.py train --hosts fold0 --steps 3000 --out /work/cache-model/fold0.pt
+  python scripts/train_model.py train --hosts all --steps 5000 --out ICHAnalyzer/ICHAnalyzerLib/models/x.pt
+Normal hosts are split by series into fold0 / fold1 (alternating in sorted order); ``all`` uses all ten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "ICHAnalyzer"))
+
+from ICHAnalyzerLib import synthesis  # noqa: E402
+from ICHAnalyzerLib.inference import (  # noqa: E402
+    NetworkGrid,
+    build_network,
+    context_offset,
+    make_channels,
+    to_network_grid,
+)
+from ICHAnalyzerLib.volume import CTVolume  # noqa: E402
+
+DEFAULT_CACHE = Path(os.environ.get("ICH_MODEL_CACHE", "/work/cache-model"))
+DEFAULT_DATA = Path(os.environ.get("ICH_SHARED_CACHE", Path.home() / ".cache" / "ichanalyzer-shared"))
+DEFAULT_SPEC = REPO / "scripts" / "model_spec.json"
+SHARED = Path(os.environ.get("ICH_SHARED_DIR", REPO.parent / "shared"))
+
+
+def load_spec(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def series_table(data: Path) -> dict[str, dict]:
+    with open(data / "rsna" / "series.csv") as f:
+        return {row["series_dir"]: row for row in csv.DictReader(f)}
+
+
+def normal_hosts(data: Path) -> list[str]:
+    return sorted(s for s, row in series_table(data).items() if int(row["positive_slices_any"]) == 0)
+
+
+def hosts_for(spec: str, data: Path) -> list[str]:
+    normals = normal_hosts(data)
+    if spec == "all":
+        return normals
+    if spec in ("fold0", "fold1"):
+        return normals[int(spec[-1])::2]
+    return [h for h in spec.split(",") if h]
+
+
+def read_series(folder: Path, native_cache: Path | None) -> tuple[CTVolume, np.ndarray]:
+    """CT volume and brain mask: from a pre-read cache (prototype reader) or the library's reader/masker."""
+    if native_cache is not None:
+        d = np.load(native_cache / f"{folder.name}.npz")
+        from ICHAnalyzerLib.volume import InputSlice
+
+        slices = [InputSlice(index=n, z_mm=0.0, grid_k=float(g), sop_instance_uid=str(u))
+                  for n, (g, u) in enumerate(zip(d["grid_k"], d["uids"], strict=True))]
+        return CTVolume(hu=d["hu"], affine=d["affine"], input_slices=slices, source=str(folder)), d["mask"]
+    from ICHAnalyzerLib.brainmask import brain_mask
+    from ICHAnalyzerLib.io import load_ct
+
+    ct = load_ct(folder)
+    return ct, brain_mask(ct)
+
+
+def network_affine(ct: CTVolume, grid: NetworkGrid) -> np.ndarray:
+    """IJK->LPS affine of the network grid (u, v, k) of a CT."""
+    dy, dx = grid.ct_spacing_ji
+    s = grid.spacing_mm
+    half = (grid.size - 1) / 2.0
+    m = np.eye(4)
+    m[0, 0], m[1, 1] = s / dx, s / dy
+    m[0, 3] = grid.center_ji[1] - half * s / dx
+    m[1, 3] = grid.center_ji[0] - half * s / dy
+    return ct.affine @ m
+
+
+# ------------------------------------------------------------------------------------------ prepare
+def cmd_prepare(args: argparse.Namespace) -> None:
+    spec = load_spec(args.spec)
+    out = args.cache / "net"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in tqdm(sorted(series_table(args.data)), desc="prepare"):
+        ct, brain = read_series(args.data / "rsna" / name, args.native_cache)
+        grid = NetworkGrid.for_volume(ct, brain, spec["input"]["size"], spec["input"]["spacing_mm"])
+        hu_net = np.round(to_network_grid(ct.hu, grid)).astype(np.int16)
+        brain_net = to_network_grid(brain.astype(np.float32), grid, fill=0.0) > 0.5
+        np.savez(out / f"{name}.npz", hu=hu_net, brain=brain_net, affine=network_affine(ct, grid),
+                 dz=ct.spacing[2], uids=np.array([s.sop_instance_uid or "" for s in ct.input_slices]),
+                 grid_k=np.array([s.grid_k for s in ct.input_slices]))
+
+
+# ------------------------------------------------------------------------------------------ synth
+def cmd_synth(args: argparse.Namespace) -> None:
+    spec = load_spec(args.spec)
+    out = args.cache / args.synth_dir
+    out.mkdir(parents=True, exist_ok=True)
+    bank = synthesis.load_shape_bank(str(args.shapes)) if args.shapes.exists() else None
+    hosts = hosts_for(args.hosts, args.data)
+    for h_idx, host in enumerate(hosts):
+        d = np.load(args.cache / "net" / f"{host}.npz")
+        ct = CTVolume(hu=d["hu"], affine=d["affine"])
+        brain = d["brain"]
+        offset = context_offset(spec["input"], float(d["dz"]))
+        for n in tqdm(range(args.cases), desc=f"synth {host[:11]} ({h_idx + 1}/{len(hosts)})"):
+            path = out / f"{host}_{n:03d}.npz"
+            if path.exists():
+                continue
+            seed = [args.seed, int(host[3:11], 16), n]
+            rng = np.random.default_rng(seed)
+            ct2, lab, lesions = synthesis.synthesize_case(ct, brain, rng, shape_bank=bank)
+            ks = np.flatnonzero(lab.any(axis=(1, 2)))
+            if ks.size == 0:
+                continue
+            k0, k1 = max(0, ks[0] - offset), min(ct.shape[0], ks[-1] + offset + 1)
+            np.savez(path, hu=ct2.hu[k0:k1], labels=lab[k0:k1], brain=brain[k0:k1], k0=k0,
+                     at_start=k0 == 0, at_end=k1 == ct.shape[0], offset=offset,
+                     lesions=json.dumps([vars(x) for x in lesions]))
+
+
+# ------------------------------------------------------------------------------------------ train
+class Sampler:
+    """2.5D training samples: synthetic lesion slices and clean host slices, random crops and flips."""
+
+    def __init__(self, spec: dict, cache: Path, hosts: list[str], rng: np.random.Generator,
+                 crop: int, synth_dir: str = "synth") -> None:
+        self.spec_in = spec["input"]
+        self.windows = self.spec_in["windows"]
+        self.n_context = int(self.spec_in.get("context_slices", 1))
+        self.rng, self.crop = rng, crop
+        self.cases, self.clean = [], []
+        for host in hosts:
+            d = np.load(cache / "net" / f"{host}.npz")
+            self.clean.append((d["hu"], d["brain"], context_offset(self.spec_in, float(d["dz"]))))
+            for p in sorted((cache / synth_dir).glob(f"{host}_*.npz")):
+                c = np.load(p)
+                self.cases.append((c["hu"], c["labels"], c["brain"], int(c["offset"]),
+                                   bool(c["at_start"]), bool(c["at_end"])))
+        if not self.cases:
+            raise SystemExit(f"no synthetic cases for hosts {hosts}: run 'synth' first")
+
+    def _crop_at(self, arrays: list[np.ndarray], cj: int, ci: int) -> list[np.ndarray]:
+        size = arrays[0].shape[-1]
+        h = self.crop // 2
+        j0 = int(np.clip(cj - h, 0, size - self.crop))
+        i0 = int(np.clip(ci - h, 0, size - self.crop))
+        return [a[..., j0:j0 + self.crop, i0:i0 + self.crop] for a in arrays]
+
+    def sample(self, positive: bool) -> tuple[np.ndarray, np.ndarray]:
+        rng = self.rng
+        if positive:
+            hu, lab, brain, offset, _, _ = self.cases[int(rng.integers(len(self.cases)))]
+            nk = hu.shape[0]
+            lesion_ks = np.flatnonzero(lab.any(axis=(1, 2)))
+            k = int(rng.choice(lesion_ks)) if rng.random() < 0.85 else int(rng.integers(nk))
+            x = make_channels(hu.astype(np.float32), [k], offset, self.windows, self.n_context)[0]
+            y = lab[k]
+            pts = np.argwhere(y > 0)
+            if pts.size and rng.random() < 0.9:
+                cj, ci = pts[int(rng.integers(len(pts)))] + rng.integers(-40, 41, 2)
+            else:
+                bj, bi = np.nonzero(brain[k]) if brain[k].any() else (np.array([128]), np.array([128]))
+                n = int(rng.integers(len(bj)))
+                cj, ci = bj[n], bi[n]
+        else:
+            hu, brain, offset = self.clean[int(rng.integers(len(self.clean)))]
+            # any slice of the head (also skull base and vertex, where false positives arise)
+            ks = np.flatnonzero((hu > -300).sum(axis=(1, 2)) > 2000)
+            k = int(rng.choice(ks))
+            x = make_channels(hu.astype(np.float32), [k], offset, self.windows, self.n_context)[0]
+            y = np.zeros(hu.shape[1:], np.uint8)
+            bj, bi = np.nonzero(brain[k] if brain[k].sum() > 200 else hu[k] > -300)
+            n = int(rng.integers(len(bj)))
+            cj, ci = bj[n], bi[n]
+        x, y = self._crop_at([x, y], int(cj), int(ci))
+        if rng.random() < 0.5:
+            x, y = x[..., ::-1], y[..., ::-1]
+        # intensity jitter (in window units): gain and offset, as from scanner calibration differences
+        x = x * rng.uniform(0.95, 1.05) + rng.normal(0, 0.02)
+        return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y, dtype=np.int64)
+
+    def batch(self, size: int, positive_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [self.sample(self.rng.random() < positive_fraction) for _ in range(size)]
+        return (torch.as_tensor(np.stack([p[0] for p in pairs])),
+                torch.as_tensor(np.stack([p[1] for p in pairs])))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from monai.losses import DiceCELoss
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    spec = load_spec(args.spec)
+    rng = np.random.default_rng(args.seed)
+    hosts = hosts_for(args.hosts, args.data)
+    sampler = Sampler(spec, args.cache, hosts, rng, args.crop, args.synth_dir)
+    print(f"hosts {len(hosts)}: {', '.join(h[:11] for h in hosts)}; synthetic cases {len(sampler.cases)}")
+    net = build_network(spec["architecture"])
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True,
+                         lambda_dice=1.0, lambda_ce=1.0)
+    net.train()
+    t0 = time.time()
+    bar = tqdm(range(args.steps), desc="train", mininterval=5)
+    running = None
+    for step in bar:
+        x, y = sampler.batch(args.batch, args.positive_fraction)
+        loss = loss_fn(net(x), y[:, None])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        value = loss.item()
+        running = value if running is None else 0.98 * running + 0.02 * value
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{running:.3f}")
+        if args.checkpoint_every and step and step % args.checkpoint_every == 0:
+            torch.save(net.state_dict(), args.out)
+    torch.save(net.state_dict(), args.out)
+    meta = {"hosts": hosts, "synth_dir": args.synth_dir, "positive_fraction": args.positive_fraction,
+            "steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr,
+            "seed": args.seed, "synthetic_cases": len(sampler.cases), "final_loss": running,
+            "train_seconds": round(time.time() - t0, 1)}
+    Path(str(args.out) + ".json").write_text(json.dumps(meta, indent=1))
+    print(json.dumps(meta))
+
+
+def cmd_register(args: argparse.Namespace) -> None:
+    """Copy weights into the package's models/ folder and write their Models.json entry (first = default)."""
+    from ICHAnalyzerLib.constants import SUBTYPES
+    from ICHAnalyzerLib.inference import MODELS_JSON, sha256_file
+
+    spec = load_spec(args.spec)
+    target = MODELS_JSON.parent / f"{args.name}-{args.version}.pt"
+    # re-save as a plain state dict of float32 tensors (what torch.load(weights_only=True) reads)
+    state = torch.load(args.weights, map_location="cpu", weights_only=True)
+    if Path(args.weights).resolve() != target.resolve():
+        torch.save({k: v.float().contiguous() for k, v in state.items()}, target)
+    meta_path = Path(str(args.weights) + ".json")
+    training = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    entry = {
+        "name": args.name,
+        "version": args.version,
+        "file": target.name,
+        "sha256": sha256_file(target),
+        "description": args.description,
+        "labels": {str(s.label): s.key for s in SUBTYPES},
+        "input": spec["input"],
+        "architecture": spec["architecture"],
+        "detection": spec["detection"],
+        "training": training,
+    }
+    registry = json.loads(MODELS_JSON.read_text()) if MODELS_JSON.exists() else {"models": []}
+    others = [m for m in registry["models"] if m["name"] != args.name]
+    registry["models"] = [entry, *others]
+    MODELS_JSON.write_text(json.dumps(registry, indent=2) + "\n")
+    print(f"registered {args.name} {args.version}: {target} ({target.stat().st_size / 1e6:.1f} MB)")
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore", module="pydicom")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["prepare", "synth", "train", "register"])
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="model spec (input + architecture)")
+    p.add_argument("--native-cache", type=Path, default=None, help="pre-read volumes (hu, affine, mask) npz")
+    p.add_argument("--shapes", type=Path,
+                   default=SHARED / "data/lesion-shapes/blast-ct_scan_0_segmentation.nii.gz")
+    p.add_argument("--hosts", default="all", help="fold0 | fold1 | all | comma-separated series")
+    p.add_argument("--cases", type=int, default=40, help="synthetic cases per host")
+    p.add_argument("--synth-dir", default="synth", help="folder of the synthetic cases inside the cache")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--crop", type=int, default=160)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--positive-fraction", type=float, default=0.7)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=20261125)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--out", type=Path, default=DEFAULT_CACHE / "model.pt")
+    p.add_argument("--weights", type=Path, help="register: trained weights (.pt)")
+    p.add_argument("--name", default="ich-unet2d", help="register: model name")
+    p.add_argument("--version", default="1", help="register: model version")
+    p.add_argument("--description",
+                   default="2.5D MONAI UNet trained on synthetic hemorrhage in real normal CT")
+    args = p.parse_args()
+    commands = {"prepare": cmd_prepare, "synth": cmd_synth, "train": cmd_train, "register": cmd_register}
+    commands[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

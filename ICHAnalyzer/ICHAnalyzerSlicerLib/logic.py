@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import shutil
 import sys
@@ -26,8 +25,6 @@ from ICHAnalyzerLib.volume import CTVolume
 
 from . import mrml
 from .process import BackgroundJob, worker_command
-
-logger = logging.getLogger("ICHAnalyzer")
 
 RESULT_ATTRIBUTE = "ICHAnalyzer.Result"
 MODEL_DIGEST_ATTRIBUTE = "ICHAnalyzer.ModelLabelsDigest"

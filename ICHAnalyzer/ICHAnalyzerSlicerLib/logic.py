@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import shutil
 import sys
@@ -26,8 +25,6 @@ from ICHAnalyzerLib.volume import CTVolume
 
 from . import mrml
 from .process import BackgroundJob, worker_command
-
-logger = logging.getLogger("ICHAnalyzer")
 
 RESULT_ATTRIBUTE = "ICHAnalyzer.Result"
 MODEL_DIGEST_ATTRIBUTE = "ICHAnalyzer.ModelLabelsDigest"
@@ -89,6 +86,7 @@ class ICHAnalyzerLogic:
 
     def __init__(self, scene: object | None = None) -> None:
         self.scene = scene if scene is not None else slicer.mrmlScene
+        self._brain_cache: dict[str, tuple[tuple, np.ndarray]] = {}
         mrml.ensure_segmentation_converters()
 
     # ------------------------------------------------------------------ finding results
@@ -313,8 +311,10 @@ class ICHAnalyzerLogic:
         """Volumes, ABC/2 and lines from the current segments, without running the model again.
 
         Returns the updated report: ``source_of_labels`` is "edited" when the segments differ from the
-        model's, and ``edits`` lists the subtypes changed and the model's volumes.
+        model's, ``edits`` lists the subtypes changed and the model's volumes, and the label-derived
+        ``clinical`` section (location, ICH score, midline shift) is recomputed too (GCS and age kept).
         """
+        from ICHAnalyzerLib import pipeline
         from ICHAnalyzerLib.pipeline import measure
         from ICHAnalyzerLib.report import validate_report
 
@@ -325,7 +325,8 @@ class ICHAnalyzerLogic:
             )
         ct, grid = mrml.volume_node_to_ct(volume_node)
         node_labels, ignored = self.current_labels(volume_node, segmentation_node)
-        volumes = measure(ct, grid.to_core(node_labels))
+        core_labels = grid.to_core(node_labels)
+        volumes = measure(ct, core_labels)
         model_report = self.model_report(segmentation_node)
         report = copy.deepcopy(model_report)
         report["volumes"] = volumes
@@ -346,12 +347,34 @@ class ICHAnalyzerLogic:
                 "model_volumes_ml": {k: model_volumes[k]["volume_ml"] for k in (*SUBTYPE_KEYS, "total")},
                 "ignored_segments": ignored,
             }
+            if hasattr(pipeline, "clinical"):
+                score = (model_report.get("clinical") or {}).get("ich_score") or {}
+                report["clinical"] = pipeline.clinical(
+                    ct,
+                    core_labels,
+                    self.brain_mask(volume_node, ct),
+                    volumes,
+                    "edited",
+                    gcs=score.get("gcs"),
+                    age=score.get("age"),
+                )
         validate_report(report)
         segmentation_node.SetAttribute(REPORT_ATTRIBUTE, json.dumps(report))
         nodes = self.result_nodes(segmentation_node)
         mrml.fill_volumes_table(nodes.volumes_table, volumes, model_volumes)
         self.update_lines(segmentation_node, volumes)
         return report
+
+    def brain_mask(self, volume_node: object, ct: CTVolume) -> np.ndarray:
+        """The core's brain mask of the volume, cached until its voxels or geometry change."""
+        from ICHAnalyzerLib.brainmask import brain_mask
+
+        key = (volume_node.GetID(), volume_node.GetImageData().GetMTime(), ct.affine.tobytes())
+        cached = self._brain_cache.get(volume_node.GetID())
+        if cached is None or cached[0] != key:
+            cached = (key, brain_mask(ct))
+            self._brain_cache[volume_node.GetID()] = cached
+        return cached[1]
 
     # ------------------------------------------------------------------ navigation
 

@@ -356,6 +356,16 @@ def test_phantom_analyse_edit_recompute_export(scene, logic, tmp_path, tilt_deg)
         assert report["volumes"][key]["abc2_ml"] == expected[key]["abc2_ml"]
         assert report["volumes"][key]["max_thickness_mm"] == expected[key]["max_thickness_mm"]
     check_result_matches(logic, volume, logic.result_nodes(nodes.segmentation), phantom.ct, edited, report)
+    if "clinical" in report:  # label-derived clinical measures follow the edit too
+        assert report["clinical"]["ich_score"]["ivh"] is True
+        # erase the whole IVH: the ICH score's IVH item must drop
+        edited[edited == 2] = 0
+        mrml.set_segment_mask(nodes.segmentation, volume, "IVH", edited == 2)
+        report = logic.recompute(volume)
+        assert report["edits"]["subtypes_changed"] == ["IVH", "SDH"]
+        assert report["volumes"]["IVH"]["voxel_count"] == 0
+        assert report["clinical"]["ich_score"]["ivh"] is False
+        assert logic.model_report(nodes.segmentation)["clinical"]["ich_score"]["ivh"] is True
 
     logic.export(volume, tmp_path)
     seg = slicerio.read_segmentation(str(tmp_path / "segmentation.seg.nrrd"))

@@ -157,10 +157,25 @@ def test_midline_line_follows_recompute_after_edits(scene, logic, phantom, witho
     assert scene.GetFirstNodeByName(mrml.MIDLINE_LINE_NAME) is None
 
 
-def test_gcs_and_age_reach_the_background_worker(tmp_path):
+def test_gcs_and_age_reach_the_background_worker(scene, logic, phantom, without_templates, tmp_path):
+    from ICHAnalyzerLib.errors import InputError
+    from ICHAnalyzerLib.io import write_labelmap_nifti
+
     command = worker_command(sys.executable, tmp_path / "in.nrrd", tmp_path / "out", "cpu", None, 7, 81)
     assert command[-4:] == ["--gcs", "7", "--age", "81"]
     assert "--gcs" not in worker_command(sys.executable, "in", "out")
+
+    volume = add_ct(scene, phantom.ct, "phantom")
+    with pytest.raises(InputError, match="GCS"):
+        logic.start_background(volume, python=sys.executable, gcs=20)
+    mask = tmp_path / "mask.nii.gz"
+    write_labelmap_nifti(mask, phantom.labels, phantom.ct)
+    job = logic.start_background(volume, mask_path=str(mask), python=sys.executable, gcs=7, age=81)
+    assert job.wait(timeout=300) == 0, job.output
+    nodes = logic.finish_background(job)
+    score = logic.current_report(nodes.segmentation)["clinical"]["ich_score"]
+    assert (score["gcs"], score["age"], score["gcs_points"], score["age_ge_80"]) == (7, 81, 1, True)
+    check_midline_line(nodes, logic.current_report(nodes.segmentation))
 
 
 def grown_iph(phantom, iterations: int) -> tuple[CTVolume, np.ndarray]:

@@ -5,6 +5,7 @@ core, shared with the ``ichanalyzer`` command line). The analysis runs in a back
 loaded only after it succeeds.
 """
 
+import json
 import logging
 import os
 import time
@@ -13,6 +14,7 @@ import qt
 import slicer
 import vtk
 from ICHAnalyzerSlicerLib import logic as slicerlogic
+from ICHAnalyzerSlicerLib import mrml
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -27,6 +29,8 @@ DEVICES = ("auto", "cpu", "cuda")
 DEVICE_LABELS = {"auto": "Auto", "cpu": "CPU", "cuda": "GPU (CUDA)"}
 POLL_INTERVAL_MS = 500
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+GCS_UNKNOWN = 2  # the GCS spin box's "unknown" value (real GCS is 3..15)
+AGE_UNKNOWN = -1  # the age spin box's "unknown" value
 
 
 #
@@ -83,6 +87,7 @@ class ICHAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self.job = None
         self.jobStart = 0.0
+        self.compareAfterJob = False  # the running job analyses the follow-up CT for a comparison
         self.connectedPlotViews = []
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_INTERVAL_MS)
@@ -114,6 +119,8 @@ class ICHAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.recomputeButton.connect("clicked(bool)", self.onRecompute)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
         self.ui.showPlotButton.connect("clicked(bool)", self.onShowPlot)
+        self.ui.followupVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onFollowupChanged)
+        self.ui.compareButton.connect("clicked(bool)", self.onCompare)
 
         self.initializeParameterNode()
         self.updateResultWidgets()
@@ -177,10 +184,20 @@ class ICHAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.analyzeButton.enabled = running or volume is not None
         self.ui.inputVolumeSelector.enabled = not running
         self.ui.deviceComboBox.enabled = not running
+        self.ui.followupVolumeSelector.enabled = not running
         for widget in (self.ui.recomputeButton, self.ui.exportButton, self.ui.segmentEditorButton,
                        self.ui.show3DButton, self.ui.jumpToSliceButton, self.ui.nextPositiveSliceButton,
                        self.ui.showPlotButton):
             widget.enabled = hasResult and not running
+        followup = self.ui.followupVolumeSelector.currentNode()
+        self.ui.compareButton.enabled = (hasResult and not running and followup is not None
+                                         and followup is not volume)
+
+    def patientValues(self) -> "tuple[int | None, int | None]":
+        """(GCS, age) from the panel; None where left at "unknown"."""
+        gcs = self.ui.gcsSpinBox.value
+        age = self.ui.ageSpinBox.value
+        return (None if gcs == GCS_UNKNOWN else int(gcs), None if age == AGE_UNKNOWN else int(age))
 
     def updateResultWidgets(self) -> None:
         """Point the tables at the current volume's result (or clear them)."""
@@ -193,12 +210,26 @@ class ICHAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.sliceSpinBox.maximum = max(0, self.logic.slice_count(volume) - 1)
             report = self.logic.current_report(segmentation)
             self.ui.labelsSourceLabel.text = f"Labels: {report['source_of_labels']}"
+            self.ui.clinicalLabel.text = mrml.clinical_summary(report)
         else:
             self.ui.labelsSourceLabel.text = ""
+            self.ui.clinicalLabel.text = ""
+        self.updateComparisonWidgets()
         self.updateButtons()
+
+    def updateComparisonWidgets(self) -> None:
+        """Show the change table and expansion flags of the current baseline's last comparison."""
+        volume = self.inputVolume()
+        table = self.logic.comparison_table(volume) if volume else None
+        self.ui.comparisonTableView.setMRMLTableNode(table)
+        comparison = table.GetAttribute(slicerlogic.COMPARISON_ATTRIBUTE) if table else None
+        self.ui.expansionLabel.text = mrml.expansion_summary(json.loads(comparison)) if comparison else ""
 
     def onInputChanged(self, node: "slicer.vtkMRMLNode | None") -> None:
         self.updateResultWidgets()
+
+    def onFollowupChanged(self, node: "slicer.vtkMRMLNode | None") -> None:
+        self.updateButtons()
 
     def onDeviceChanged(self, index: int) -> None:
         if self._parameterNode:
@@ -227,18 +258,25 @@ class ICHAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ):
             self.setStatus("Analysis not started: the edited segmentation was kept.")
             return
+        self.startJob(volume, replace_edits=True)
+
+    def startJob(self, volume: vtkMRMLScalarVolumeNode, replace_edits: bool) -> bool:
+        """Start the background analysis of ``volume`` with the panel's device, GCS and age."""
+        gcs, age = self.patientValues()
         try:
             device = self._parameterNode.device
-            self.job = self.logic.start_background(volume, device=device, replace_edits=True)
+            self.job = self.logic.start_background(volume, device=device, replace_edits=replace_edits,
+                                                   gcs=gcs, age=age)
         except Exception as exc:
             slicer.util.errorDisplay(f"Cannot start the analysis: {exc}")
-            return
+            return False
         self.jobStart = time.time()
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0
-        self.setStatus("Starting...")
+        self.setStatus(f"Starting ({volume.GetName()})...")
         self.timer.start()
         self.updateButtons()
+        return True
 
     def onPollJob(self) -> None:
         job = self.job
@@ -253,11 +291,15 @@ class ICHAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer.stop()
         self.job = None
         self.ui.progressBar.setVisible(False)
+        compare, self.compareAfterJob = self.compareAfterJob, False
         try:
             if job.returncode == 0 and not job.cancelled:
                 nodes = self.logic.finish_background(job)
-                self.showResult(nodes)
-                self.setStatus(f"Done in {time.time() - self.jobStart:.0f} s.")
+                if compare:  # the follow-up was analysed: compare it now, keep showing the baseline
+                    self.runComparison()
+                else:
+                    self.showResult(nodes)
+                    self.setStatus(f"Done in {time.time() - self.jobStart:.0f} s.")
             else:
                 message = job.error_message()
                 job.cleanup()
@@ -279,6 +321,7 @@ class ICHAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.job.cleanup()
             self.job = None
             self.ui.progressBar.setVisible(False)
+        self.compareAfterJob = False
         self.updateButtons()
 
     def showResult(self, nodes: slicerlogic.ResultNodes) -> None:
@@ -418,11 +461,34 @@ class ICHAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onRecompute(self) -> None:
         volume = self.inputVolume()
         with slicer.util.tryWithErrorDisplay("Recompute failed.", waitCursor=True):
-            report = self.logic.recompute(volume)
+            report = self.logic.recompute(volume, patient=self.patientValues())
             changed = (report.get("edits") or {}).get("subtypes_changed", [])
             self.setStatus("Recomputed from the current segments" + (
                 f" (edited: {', '.join(changed)})." if changed else " (no edits)."))
             self.updateResultWidgets()
+
+    # ------------------------------------------------------------------ follow-up
+
+    def onCompare(self) -> None:
+        """Compare the follow-up CT with the baseline; analyse the follow-up first when it has no result."""
+        followup = self.ui.followupVolumeSelector.currentNode()
+        if followup is None or self.currentResult() is None or self.job is not None:
+            return
+        if self.logic.find_result(followup) is None:
+            if not self.ensureDependencies():
+                return
+            self.compareAfterJob = self.startJob(followup, replace_edits=False)
+            return
+        self.runComparison()
+
+    def runComparison(self) -> None:
+        baseline = self.inputVolume()
+        followup = self.ui.followupVolumeSelector.currentNode()
+        with slicer.util.tryWithErrorDisplay("Follow-up comparison failed.", waitCursor=True):
+            self.setStatus("Registering the follow-up to the baseline and comparing...")
+            self.logic.compare_followup(baseline, followup)
+            self.setStatus(f"Compared '{followup.GetName()}' with '{baseline.GetName()}'.")
+        self.updateComparisonWidgets()
 
     def onExport(self) -> None:
         volume = self.inputVolume()

@@ -36,6 +36,8 @@ VOLUMES_TABLE_ROLE = "ichanalyzerVolumesTable"
 SLICE_TABLE_ROLE = "ichanalyzerSliceTable"
 CHART_ROLE = "ichanalyzerChart"
 LINE_ROLE = "ichanalyzerLine"
+COMPARISON_TABLE_ROLE = "ichanalyzerComparisonTable"
+COMPARISON_ATTRIBUTE = "ICHAnalyzer.Comparison"
 
 # import name -> pip requirement; the core's dependencies that Slicer's Python may lack
 DEPENDENCIES = {
@@ -163,14 +165,17 @@ class ICHAnalyzerLogic:
         device: str = "auto",
         progress: Callable[[str, float], None] | None = None,
         replace_edits: bool = False,
+        gcs: int | None = None,
+        age: int | None = None,
     ) -> ResultNodes:
-        """Analyse in this process (tests, scripting); ``labels`` (node order) skip the model (--mask)."""
+        """Analyse in this process (tests, scripting); ``labels`` (node order) skip the model (--mask);
+        ``gcs`` and ``age`` (None: unknown) complete the ICH score."""
         from ICHAnalyzerLib.pipeline import analyze_volume
 
         self.check_can_replace(volume_node, replace_edits)
         ct, grid = mrml.volume_node_to_ct(volume_node)
         core_labels = None if labels is None else grid.to_core(np.asarray(labels))
-        result = analyze_volume(ct, labels=core_labels, device=device, progress=progress)
+        result = analyze_volume(ct, labels=core_labels, device=device, progress=progress, gcs=gcs, age=age)
         return self.show_result(volume_node, ct, grid, result.labels, result.report)
 
     def start_background(
@@ -180,19 +185,24 @@ class ICHAnalyzerLogic:
         mask_path: str | None = None,
         python: str | None = None,
         replace_edits: bool = False,
+        gcs: int | None = None,
+        age: int | None = None,
     ) -> BackgroundJob:
         """Save the volume to a temporary NRRD and start the core's ``analyze`` in another process.
 
         Poll the returned job (e.g. from a qt.QTimer), then call :meth:`finish_background`; ``job.cancel()``
         stops it and leaves the scene untouched.
         """
+        from ICHAnalyzerLib.measures import check_gcs_age
+
+        check_gcs_age(gcs, age)  # a one-line InputError here rather than from the worker
         self.check_can_replace(volume_node, replace_edits)
         ct, grid = mrml.volume_node_to_ct(volume_node)
         workdir = Path(tempfile.mkdtemp(prefix="ICHAnalyzer-"))
         input_path = workdir / "input.nrrd"
         mrml.write_temporary_nrrd(input_path, ct)
         command = worker_command(
-            python or python_executable(), input_path, workdir / "output", device, mask_path
+            python or python_executable(), input_path, workdir / "output", device, mask_path, gcs, age
         )
         job = BackgroundJob(command, workdir=workdir, env=worker_environment())
         job.context = {"volume_id": volume_node.GetID(), "ct": ct, "grid": grid}
@@ -279,7 +289,7 @@ class ICHAnalyzerLogic:
         detection = self._table(segmentation_node, DETECTION_TABLE_ROLE, f"{base} ICH detection")
         mrml.fill_detection_table(detection, report)
         volumes = self._table(segmentation_node, VOLUMES_TABLE_ROLE, f"{base} ICH volumes")
-        mrml.fill_volumes_table(volumes, report["volumes"])
+        mrml.fill_volumes_table(volumes, report["volumes"], clinical=report.get("clinical"))
         slice_table = self._table(segmentation_node, SLICE_TABLE_ROLE, f"{base} ICH slices")
         keys = mrml.fill_slice_table(slice_table, report)
         chart = segmentation_node.GetNodeReference(CHART_ROLE)
@@ -288,13 +298,16 @@ class ICHAnalyzerLogic:
             chart.SetAttribute(RESULT_ATTRIBUTE, "1")
             segmentation_node.SetNodeReferenceID(CHART_ROLE, chart.GetID())
         mrml.fill_slice_plot(self.scene, chart, slice_table, keys)
-        self.update_lines(segmentation_node, report["volumes"])
+        self.update_lines(segmentation_node, report["volumes"], report.get("clinical"))
         return self.result_nodes(segmentation_node)
 
-    def update_lines(self, segmentation_node: object, volumes: dict) -> dict[str, object]:
-        """Make the ABC/2 (A, B) and thickness lines match ``volumes``: move, add, remove stale ones."""
+    def update_lines(
+        self, segmentation_node: object, volumes: dict, clinical: dict | None = None
+    ) -> dict[str, object]:
+        """Make the ABC/2 (A, B), thickness and midline-shift lines match ``volumes`` and ``clinical``:
+        move, add, remove stale ones."""
         existing = self.result_nodes(segmentation_node).lines
-        wanted = mrml.measurement_line_specs(volumes)
+        wanted = mrml.measurement_line_specs(volumes, clinical)
         segmentation_node.RemoveNodeReferenceIDs(LINE_ROLE)
         lines = {}
         for name, key, endpoints in wanted:
@@ -307,14 +320,18 @@ class ICHAnalyzerLogic:
 
     # ------------------------------------------------------------------ edits
 
-    def recompute(self, volume_node: object) -> dict:
+    def recompute(
+        self, volume_node: object, patient: tuple[int | None, int | None] | None = None
+    ) -> dict:
         """Volumes, ABC/2 and lines from the current segments, without running the model again.
 
         Returns the updated report: ``source_of_labels`` is "edited" when the segments differ from the
         model's, ``edits`` lists the subtypes changed and the model's volumes, and the label-derived
-        ``clinical`` section (location, ICH score, midline shift) is recomputed too (GCS and age kept).
+        ``clinical`` section (location, ICH score, midline shift) is recomputed too. ``patient`` =
+        (GCS, age), None items unknown, replaces those of the analysis; None keeps them.
         """
         from ICHAnalyzerLib import pipeline
+        from ICHAnalyzerLib.measures import check_gcs_age, ich_score
         from ICHAnalyzerLib.pipeline import measure
         from ICHAnalyzerLib.report import validate_report
 
@@ -323,6 +340,8 @@ class ICHAnalyzerLogic:
             raise InputError(
                 f"'{volume_node.GetName()}' has no ICHAnalyzer result to recompute: analyse it first."
             )
+        if patient is not None:
+            check_gcs_age(*patient)
         ct, grid = mrml.volume_node_to_ct(volume_node)
         node_labels, ignored = self.current_labels(volume_node, segmentation_node)
         core_labels = grid.to_core(node_labels)
@@ -347,23 +366,74 @@ class ICHAnalyzerLogic:
                 "model_volumes_ml": {k: model_volumes[k]["volume_ml"] for k in (*SUBTYPE_KEYS, "total")},
                 "ignored_segments": ignored,
             }
-            if hasattr(pipeline, "clinical"):
-                score = (model_report.get("clinical") or {}).get("ich_score") or {}
-                report["clinical"] = pipeline.clinical(
-                    ct,
-                    core_labels,
-                    self.brain_mask(volume_node, ct),
-                    volumes,
-                    "edited",
-                    gcs=score.get("gcs"),
-                    age=score.get("age"),
-                )
+        score = (model_report.get("clinical") or {}).get("ich_score") or {}
+        gcs, age = patient if patient is not None else (score.get("gcs"), score.get("age"))
+        if edited and hasattr(pipeline, "clinical"):
+            report["clinical"] = pipeline.clinical(
+                ct, core_labels, self.brain_mask(volume_node, ct), volumes, "edited", gcs=gcs, age=age
+            )
+        elif report.get("clinical") and patient is not None:
+            # labels unchanged: only the score's GCS and age parts change (imaging parts kept)
+            report["clinical"]["ich_score"] = ich_score(
+                volumes, score.get("infratentorial_origin"), gcs=gcs, age=age
+            )
         validate_report(report)
         segmentation_node.SetAttribute(REPORT_ATTRIBUTE, json.dumps(report))
         nodes = self.result_nodes(segmentation_node)
-        mrml.fill_volumes_table(nodes.volumes_table, volumes, model_volumes)
-        self.update_lines(segmentation_node, volumes)
+        mrml.fill_volumes_table(nodes.volumes_table, volumes, model_volumes, clinical=report.get("clinical"))
+        self.update_lines(segmentation_node, volumes, report.get("clinical"))
         return report
+
+    # ------------------------------------------------------------------ follow-up
+
+    def analysis_result(self, volume_node: object) -> object:
+        """The volume's current result as a core ``pipeline.AnalysisResult`` (current, possibly edited,
+        segments and report; recomputed first when edited)."""
+        from ICHAnalyzerLib.pipeline import AnalysisResult
+
+        segmentation_node = self.find_result(volume_node)
+        if segmentation_node is None:
+            raise InputError(f"'{volume_node.GetName()}' has no ICHAnalyzer result: analyse it first.")
+        report = (
+            self.recompute(volume_node)
+            if self.is_edited(volume_node, segmentation_node)
+            else self.current_report(segmentation_node)
+        )
+        if report["source_of_labels"] == "none":
+            raise InputError(
+                f"'{volume_node.GetName()}' has no hemorrhage labels ({report['detection'].get('reason')}): "
+                "an empty result cannot be compared."
+            )
+        ct, grid = mrml.volume_node_to_ct(volume_node)
+        labels = grid.to_core(self.current_labels(volume_node, segmentation_node)[0])
+        return AnalysisResult(ct=ct, labels=labels, brain=self.brain_mask(volume_node, ct), report=report)
+
+    def compare_followup(self, baseline_node: object, followup_node: object) -> tuple[dict, object]:
+        """Compare the analysed follow-up CT with the analysed baseline (the core's ``compare_results``:
+        rigid registration, volume changes, expansion flags). Returns the comparison and its change table
+        node (kept with the baseline's result; the comparison JSON is its ``ICHAnalyzer.Comparison``
+        attribute)."""
+        from ICHAnalyzerLib.compare import compare_results
+
+        if followup_node is None or baseline_node is None:
+            raise InputError("Select both the baseline and the follow-up CT.")
+        if followup_node.GetID() == baseline_node.GetID():
+            raise InputError("The follow-up CT is the baseline CT itself: select another volume.")
+        baseline = self.analysis_result(baseline_node)
+        comparison, _ = compare_results(baseline, self.analysis_result(followup_node))
+        segmentation_node = self.find_result(baseline_node)
+        table = self._table(
+            segmentation_node, COMPARISON_TABLE_ROLE, f"{baseline_node.GetName()} ICH follow-up change"
+        )
+        mrml.fill_comparison_table(table, comparison)
+        table.SetAttribute(COMPARISON_ATTRIBUTE, json.dumps(comparison))
+        table.SetAttribute("ICHAnalyzer.FollowupVolumeID", followup_node.GetID())
+        return comparison, table
+
+    def comparison_table(self, baseline_node: object) -> object | None:
+        """The change table of the last follow-up comparison of this baseline, or None."""
+        segmentation_node = self.find_result(baseline_node)
+        return segmentation_node.GetNodeReference(COMPARISON_TABLE_ROLE) if segmentation_node else None
 
     def brain_mask(self, volume_node: object, ct: CTVolume) -> np.ndarray:
         """The core's brain mask of the volume, cached until its voxels or geometry change."""

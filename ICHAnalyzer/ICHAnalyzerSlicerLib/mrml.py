@@ -407,14 +407,37 @@ VOLUME_COLUMNS = [
     "B (mm)",
     "C (mm)",
     "Max thickness (mm)",
+    "Location",
     "Flag",
 ]
+MIDLINE_LINE_NAME = "Midline shift"
+MIDLINE_LINE_KEY = "midline"
+MIDLINE_LINE_COLOR = (1.0, 0.85, 0.0)
 
 
-def volume_rows(volumes: dict, model_volumes: dict | None = None) -> list[list[str]]:
+def subtype_location(key: str, volumes: dict, clinical: dict | None) -> str:
+    """Region and side of the largest hematoma of a subtype (``clinical["location"]``), "-" with the reason
+    when the location was not determined, "" without clinical measures or hematomas."""
+    hematomas = (volumes.get(key) or {}).get("hematomas") or []
+    if not clinical or not hematomas:
+        return ""
+    location = clinical.get("location")
+    if location is None:
+        return f"- ({clinical.get('location_reason') or 'location not determined'})"
+    largest = max(hematomas, key=lambda h: h["voxel_count"])
+    for entry in location.get("hematomas") or []:
+        if entry["subtype"] == key and entry["id"] == largest["id"]:
+            return ", ".join(str(part) for part in (entry.get("region"), entry.get("side")) if part)
+    return "- (largest hematoma not located)"
+
+
+def volume_rows(
+    volumes: dict, model_volumes: dict | None = None, clinical: dict | None = None
+) -> list[list[str]]:
     """Rows of the volumes table: one per subtype found (in either), then the total.
 
-    ``model_volumes`` (the model's own result) is shown beside the current (possibly edited) volumes.
+    ``model_volumes`` (the model's own result) is shown beside the current (possibly edited) volumes;
+    ``clinical`` (the report's section) gives the location of each subtype's largest hematoma.
     """
     model_volumes = model_volumes or volumes
     rows = []
@@ -442,6 +465,7 @@ def volume_rows(volumes: dict, model_volumes: dict | None = None) -> list[list[s
                 _fmt(abc2.get("B_mm")),
                 _fmt(abc2.get("C_mm")),
                 _fmt(entry.get("max_thickness_mm")) if extra_axial else "",
+                "" if key == "total" else subtype_location(key, volumes, clinical),
                 "; ".join(flags),
             ]
         )
@@ -449,10 +473,37 @@ def volume_rows(volumes: dict, model_volumes: dict | None = None) -> list[list[s
 
 
 def fill_volumes_table(
-    table_node: slicer.vtkMRMLTableNode, volumes: dict, model_volumes: dict | None = None
+    table_node: slicer.vtkMRMLTableNode,
+    volumes: dict,
+    model_volumes: dict | None = None,
+    clinical: dict | None = None,
 ) -> None:
-    """Volumes table: subtype, voxel and model volume, ABC/2, difference, A, B, C, thickness, flag."""
-    fill_string_table(table_node, VOLUME_COLUMNS, volume_rows(volumes, model_volumes))
+    """Volumes table: subtype, voxel and model volume, ABC/2, difference, A, B, C, thickness, location,
+    flag."""
+    fill_string_table(table_node, VOLUME_COLUMNS, volume_rows(volumes, model_volumes, clinical))
+
+
+def clinical_summary(report: dict) -> str:
+    """Midline shift and ICH score of a report as panel text (what is missing or unreliable said)."""
+    clinical = report.get("clinical")
+    if not clinical:
+        return "Midline shift, ICH score: not measured (no hemorrhage labels)."
+    shift = clinical.get("midline_shift") or {}
+    if shift.get("shift_mm") is None:
+        shift_text = f"Midline shift: not measured ({shift.get('note') or 'no reason given'})"
+    else:
+        shift_text = f"Midline shift: {shift['shift_mm']:.1f} mm"
+        if shift.get("direction") and shift["direction"] != "none":
+            shift_text += f" {shift['direction']}"
+        shift_text += " (reliable)" if shift.get("reliable") else f" (not reliable: {shift.get('note')})"
+    score = clinical.get("ich_score") or {}
+    if score.get("score") is not None:
+        score_text = f"ICH score: {score['score']} (GCS {score.get('gcs')}, age {score.get('age')})"
+    else:
+        score_text = f"ICH score: incomplete, missing {', '.join(score.get('missing') or ['?'])}"
+    if score.get("note"):
+        score_text += f" ({score['note']})"
+    return f"{shift_text}\n{score_text}"
 
 
 def fill_slice_table(table_node: slicer.vtkMRMLTableNode, report: dict) -> list[str]:
@@ -514,10 +565,14 @@ def fill_slice_plot(
 # ---------------------------------------------------------------- ABC/2 lines
 
 
-def measurement_line_specs(volumes: dict) -> list[tuple[str, str, np.ndarray]]:
+def measurement_line_specs(volumes: dict, clinical: dict | None = None) -> list[tuple[str, str, np.ndarray]]:
     """``(name, subtype key, 2x3 RAS endpoints)`` of the lines to show: the ABC/2 diameters A and B of every
-    subtype that has them, and the maximum thickness of SDH and EDH."""
+    subtype that has them, the maximum thickness of SDH and EDH, and the midline shift (septum point to
+    ideal midline, key ``MIDLINE_LINE_KEY``) when ``clinical`` measured it."""
     specs = []
+    shift_endpoints = ((clinical or {}).get("midline_shift") or {}).get("line_endpoints")
+    if shift_endpoints:
+        specs.append((MIDLINE_LINE_NAME, MIDLINE_LINE_KEY, lps_points_to_ras(shift_endpoints)))
     for subtype in SUBTYPES:
         entry = volumes.get(subtype.key) or {}
         abc2 = entry.get("abc2") or {}
@@ -554,8 +609,9 @@ def update_line_node(
     line_node.EndModify(was_modifying)
     display = line_node.GetDisplayNode()
     if display is not None:
-        display.SetSelectedColor(*SUBTYPE_BY_KEY[key].color)
-        display.SetColor(*SUBTYPE_BY_KEY[key].color)
+        color = SUBTYPE_BY_KEY[key].color if key in SUBTYPE_BY_KEY else MIDLINE_LINE_COLOR
+        display.SetSelectedColor(*color)
+        display.SetColor(*color)
     return line_node
 
 
@@ -564,3 +620,47 @@ def slice_center_ras(ct: CTVolume, k: float) -> np.ndarray:
     nk, nj, ni = ct.shape
     lps = ct.voxel_to_lps([(ni - 1) / 2.0, (nj - 1) / 2.0, float(k)])[0]
     return lps_points_to_ras(lps)
+
+
+# ---------------------------------------------------------------- follow-up comparison
+
+COMPARISON_COLUMNS = ["Subtype", "Baseline (mL)", "Follow-up (mL)", "Change (mL)", "Change (%)"]
+
+
+def fill_comparison_table(table_node: slicer.vtkMRMLTableNode, comparison: dict) -> None:
+    """Change table of a follow-up comparison (``compare.compare_results``): one row per subtype, total."""
+    rows = [
+        [
+            "Total" if row["subtype"] == "total" else row["subtype"],
+            _fmt(row["baseline_ml"], 2),
+            _fmt(row["followup_ml"], 2),
+            _fmt(row["change_ml"], 2),
+            _fmt(row["change_pct"], 1) if row["change_pct"] is not None else "-",
+        ]
+        for row in comparison["volumes"]
+    ]
+    fill_string_table(table_node, COMPARISON_COLUMNS, rows)
+
+
+def _flag_text(flag: bool | None) -> str:
+    return "undecided" if flag is None else ("YES" if flag else "no")
+
+
+def expansion_summary(comparison: dict) -> str:
+    """Hematoma expansion flags (classic and revised definitions) and registration quality as panel text."""
+    expansion = comparison["expansion"]
+    growth_pct = expansion["iph_growth_pct"]
+    lines = [
+        f"Expansion (classic: {expansion['definitions']['classic']}): "
+        f"{_flag_text(expansion['expansion_classic'])}",
+        f"Expansion (revised: {expansion['definitions']['revised']}): "
+        f"{_flag_text(expansion['expansion_revised'])}",
+        f"IPH {expansion['iph_growth_ml']:+.2f} mL"
+        + ("" if growth_pct is None else f" ({growth_pct:+.1f} %)")
+        + f", IVH {expansion['ivh_growth_ml']:+.2f} mL" + (" (new IVH)" if expansion["new_ivh"] else ""),
+    ]
+    registration = comparison.get("registration") or {}
+    if registration:
+        lines.append(f"Registration: brain overlap (Dice) {registration['brain_dice']:.2f}")
+    lines += list(expansion.get("notes") or [])
+    return "\n".join(lines)

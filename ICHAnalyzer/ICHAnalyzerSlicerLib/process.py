@@ -28,12 +28,18 @@ def worker_command(
     outdir: str | os.PathLike,
     device: str = "auto",
     mask_path: str | os.PathLike | None = None,
+    gcs: int | None = None,
+    age: int | None = None,
 ) -> list[str]:
     """Command line that analyses ``input_path`` into ``outdir`` with progress lines on stdout (the worker
-    script is run by path, so it needs no PYTHONPATH)."""
+    script is run by path, so it needs no PYTHONPATH); ``gcs``/``age`` None: unknown."""
     command = [python, str(WORKER_SCRIPT), str(input_path), str(outdir), "--device", device]
     if mask_path:
         command += ["--mask", str(mask_path)]
+    if gcs is not None:
+        command += ["--gcs", str(int(gcs))]
+    if age is not None:
+        command += ["--age", str(int(age))]
     return command
 
 

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("outdir")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--mask", default=None)
+    parser.add_argument("--gcs", type=int, default=None)
+    parser.add_argument("--age", type=int, default=None)
     args = parser.parse_args(argv)
     try:
         from ICHAnalyzerLib.errors import ICHAnalyzerError
@@ -36,7 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     try:
         analyze(
-            args.input, args.outdir, mask_path=args.mask, device=args.device, force=True, progress=_progress
+            args.input,
+            args.outdir,
+            mask_path=args.mask,
+            device=args.device,
+            force=True,
+            progress=_progress,
+            gcs=args.gcs,
+            age=args.age,
         )
     except ICHAnalyzerError as exc:
         print(f"{ERROR_TAG}\t{exc}", flush=True)

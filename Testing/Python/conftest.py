@@ -39,3 +39,23 @@ def series_dir(cache: Path, prefix: str) -> Path:
         if hits:
             return hits[0]
     raise FileNotFoundError(prefix)
+
+
+@pytest.fixture
+def scene():
+    """A fresh MRML scene (real MRML core from slicer-core), set as ``slicer.mrmlScene`` for the test."""
+    slicer = pytest.importorskip("slicer", reason="slicer-core (the MRML core) is not installed")
+    previous = getattr(slicer, "mrmlScene", None)
+    new_scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = new_scene
+    yield new_scene
+    new_scene.Clear(1)
+    slicer.mrmlScene = previous
+
+
+@pytest.fixture
+def logic(scene):
+    """The module's logic on the test's scene."""
+    from ICHAnalyzerSlicerLib import logic as slicerlogic
+
+    return slicerlogic.ICHAnalyzerLogic(scene)

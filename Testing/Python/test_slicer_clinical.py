@@ -22,21 +22,6 @@ pytestmark = pytest.mark.slicer
 TEMPLATES = SHARED / "data" / "templates"
 
 
-@pytest.fixture
-def scene():
-    previous = getattr(slicer, "mrmlScene", None)
-    scene = slicer.vtkMRMLScene()
-    slicer.mrmlScene = scene
-    yield scene
-    scene.Clear(1)
-    slicer.mrmlScene = previous
-
-
-@pytest.fixture
-def logic(scene):
-    return slicerlogic.ICHAnalyzerLogic(scene)
-
-
 @pytest.fixture(scope="module")
 def phantom():
     from ICHAnalyzerLib.phantom import make_phantom

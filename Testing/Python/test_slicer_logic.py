@@ -46,21 +46,6 @@ def synthetic_head(tilt_deg: float = 0.0) -> tuple[CTVolume, np.ndarray]:
     return CTVolume(hu=hu, affine=affine, source="synthetic head"), labels
 
 
-@pytest.fixture
-def scene():
-    previous = getattr(slicer, "mrmlScene", None)
-    scene = slicer.vtkMRMLScene()
-    slicer.mrmlScene = scene
-    yield scene
-    scene.Clear(1)
-    slicer.mrmlScene = previous
-
-
-@pytest.fixture
-def logic(scene):
-    return slicerlogic.ICHAnalyzerLogic(scene)
-
-
 def add_ct(scene, ct: CTVolume, name: str = "head"):
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     slicer.util.updateVolumeFromArray(node, ct.hu)

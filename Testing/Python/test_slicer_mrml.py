@@ -16,16 +16,6 @@ from ICHAnalyzerSlicerLib import mrml  # noqa: E402
 pytestmark = pytest.mark.slicer
 
 
-@pytest.fixture
-def scene():
-    previous = getattr(slicer, "mrmlScene", None)
-    scene = slicer.vtkMRMLScene()
-    slicer.mrmlScene = scene
-    yield scene
-    scene.Clear(1)
-    slicer.mrmlScene = previous
-
-
 def add_volume(scene, array_kji: np.ndarray, ijk_to_ras: np.ndarray, name: str = "ct"):
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     slicer.util.updateVolumeFromArray(node, array_kji)

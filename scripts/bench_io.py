@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -24,24 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "ICHAnalyzer"))
 
 from ICHAnalyzerLib.io import load_ct  # noqa: E402
+from shared_data import find_series, shared_cache  # noqa: E402
 
 SERIES = ["ID_cd5a85fd", "ID_73637515", "ID_ee4d05e4", "ID_21cbc42c", "ID_8c5a14af", "ID_462abff7"]
-
-
-def shared_cache(explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit)
-    shared = Path(os.environ.get("ICH_SHARED_DIR", REPO.parent / "shared"))
-    out = subprocess.run([str(shared / "tools" / "unpack-data")], check=True, capture_output=True, text=True)
-    return Path(out.stdout.strip().splitlines()[-1])
-
-
-def find_series(cache: Path, prefix: str) -> Path:
-    for group in ("rsna", "rsna-unlabelled"):
-        hits = sorted(p for p in (cache / group).glob(prefix + "*") if p.is_dir())
-        if hits:
-            return hits[0]
-    raise FileNotFoundError(prefix)
 
 
 def true_voxel_volume(folder: Path, mean: bool = False) -> float:

@@ -1,19 +1,22 @@
 """Intracranial (brain) mask of a head CT: everything inside the inner table of the skull.
 
-Method (scipy.ndimage only, per-slice in-plane operations so a sheared tilted grid is fine):
+Method (scipy.ndimage only; in-plane operations per slice, so a sheared gantry-tilted grid is fine):
 
-1. Full resolution: ``bone`` (HU >= ``BONE_HU``) and ``soft`` (``SOFT_HU`` range: CSF, brain, blood).
-2. Coarse grid (~2 mm in-plane blocks): a block is bone if any voxel is bone (this also closes
-   hairline gaps); the bone is thickened by ``GAP_CLOSE_MM`` so that small openings of the skull ring
-   (foramina, thin temporal squama, partial volume at the vertex) close; per-slice hole filling of
-   that ring gives the cranial cavity; blocks mostly made of soft tissue inside it are candidates.
-3. In-plane erosion (``OPEN_MM``) cuts thin bridges (sinuses, skull-base fissures), the largest 3D
-   component is the brain, dilation brings its outline back.
-4. Full resolution again: soft-tissue voxels (not bone) within one block of that core, connected to it,
-   with per-slice holes filled (calcified choroid plexus, pineal, falx).
+1. Full resolution: ``bone`` (HU >= ``BONE_HU``) and ``soft`` (``SOFT_HU``: CSF, brain, blood).
+2. Coarse grid (~2 mm in-plane blocks): a block is bone if any voxel is bone. Per slice, the holes of the
+   skull ring thickened by ``GAP_RADII_MM`` (closing foramina, thin squama, partial-volumed walls) give the
+   cranial cavity; wider closings only extend regions already enclosed or regions the neighbouring slices
+   enclose (never new regions below the skull base); open slices between enclosed ones (orbital roofs)
+   are bridged and bounded by their neighbours. Soft blocks inside are candidates; a region enclosed on
+   the slices above and below is taken on a slice where its wall is open.
+3. In-plane erosion (``OPEN_MM``) cuts thin bridges, the largest 3D component is the brain, dilation
+   brings its outline back.
+4. Full resolution, within one block of that core: soft-tissue voxels that are not bone, small in-plane
+   pieces dropped, largest 26-connected component, per-slice holes filled (calcified choroid plexus,
+   pineal, falx; not large bony islands), the spinal canal below the foramen magnum trimmed.
 
-Slices where the skull ring stays open (e.g. below the foramen magnum) get only what is connected to the
-brain above and enclosed; the mask is conservative there.
+Known limits (docs/brainmask/README.md): slivers of orbital apex / ethmoid on open orbital-roof slices,
+and the lowest posterior fossa on strongly tilted series where the ring stays open over several slices.
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ LAST_RESORT_RADIUS_MM = 12.0  # only where none of the above encloses a cavity
 OPEN_MM = 4.0  # in-plane erosion radius that separates the brain from what leaks through openings
 MAX_BONE_HOLE_MM2 = 150.0  # calcifications (choroid plexus, pineal, falx) are smaller
 MIN_PIECE_MM2 = 100.0  # smaller in-plane pieces of the mask are dropped
-MIN_SLICE_FRACTION = 0.02  # cavity smaller than this fraction of the slice's head area is ignored
+MIN_SLICE_FRACTION = 0.02  # a cavity smaller than this fraction of the slice's head area is ignored
+# Single-piece sections below this at the bottom of the mask are the spinal canal (canal with cord and CSF
+# measured 6-9 cm^2 on the real series, obliquely cut on tilted ones); the posterior fossa above measures
+# > 12 cm^2 or shows the two tonsils.
+SPINAL_CANAL_MAX_MM2 = 1000.0
 
 # In-plane 8-connectivity only (per-slice operations on a 3D array).
 _IN_PLANE = np.zeros((3, 3, 3), bool)
@@ -216,7 +223,19 @@ def brain_mask(ct: CTVolume) -> np.ndarray:
     fine = _largest_component(fine, _CONN_FULL)
     mask = np.zeros(hu.shape, bool)
     mask[box] = _fill_small_holes(fine, bone[box], MAX_BONE_HOLE_MM2 / (dx * dy))
+    _trim_spinal_canal(mask, dx * dy, superior_is_up=ct.slice_normal[2] >= 0)
     return mask
+
+
+def _trim_spinal_canal(mask: np.ndarray, pixel_mm2: float, superior_is_up: bool) -> None:
+    """Clear, in place, the lowest slices while their section is one canal-sized piece (spinal canal and
+    cord down from the foramen magnum; the posterior fossa above is larger or splits into the tonsils)."""
+    area_mm2 = mask.sum(axis=(1, 2)) * pixel_mm2
+    order = np.flatnonzero(area_mm2 > 0)
+    for k in order if superior_is_up else order[::-1]:
+        if area_mm2[k] >= SPINAL_CANAL_MAX_MM2 or ndi.label(mask[k])[1] > 1:
+            break
+        mask[k] = False
 
 
 def _drop_small_pieces(mask: np.ndarray, min_px: float) -> np.ndarray:

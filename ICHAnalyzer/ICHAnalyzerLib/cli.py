@@ -39,6 +39,7 @@ class StepProgress:
         self.bar.update(max(0, round(100 * fraction) - self.bar.n))
 
     def close(self) -> None:
+        """Remove the bar from the terminal."""
         if self.bar is not None:
             self.bar.close()
 
@@ -55,6 +56,7 @@ def volume_table(report: dict, truth_ml: dict[str, float] | None = None,
         head += ["true mL", "truth voxels mL"]
     head += ["volume mL", "ABC/2 mL", "ABC/2 unw. mL", "ABC/2 diff %", "max thick. mm", "P(detect)"]
     rows = []
+    unmeasured = report.get("source_of_labels") == "none"  # nothing segmented: not '0 mL of hemorrhage'
     for key in (*SUBTYPE_KEYS, "total"):
         entry = report["volumes"][key]
         row = [key]
@@ -62,7 +64,7 @@ def volume_table(report: dict, truth_ml: dict[str, float] | None = None,
             row += [_fmt(truth_ml.get(key), 2), _fmt((truth_voxel_ml or {}).get(key), 2)]
         note = "" if entry.get("abc2_clinically_applicable", True) else "*"
         prob = report["detection"].get("any" if key == "total" else key)
-        row += [_fmt(entry["volume_ml"], 2), _fmt(entry["abc2_ml"], 2) + note,
+        row += [_fmt(None if unmeasured else entry["volume_ml"], 2), _fmt(entry["abc2_ml"], 2) + note,
                 _fmt(entry["abc2_unweighted_ml"], 2), _fmt(entry["abc2_difference_pct"]),
                 _fmt(entry.get("max_thickness_mm")), _fmt(prob, 3)]
         rows.append(row)
@@ -75,23 +77,62 @@ def volume_table(report: dict, truth_ml: dict[str, float] | None = None,
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    """``analyze``: one scan to an output folder; prints the volume table and clinical summary."""
     from .pipeline import analyze
 
     progress = StepProgress(args.quiet)
     try:
         result = analyze(args.input, args.output, mask_path=args.mask, device=args.device, force=args.force,
-                         series_uid=args.series, progress=progress)
+                         series_uid=args.series, progress=progress, gcs=args.gcs, age=args.age)
     finally:
         progress.close()
     if not args.quiet:
         for warning in result.ct.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         print(volume_table(result.report))
+        print(clinical_summary(result.report))
+        print(f"Outputs written to {args.output}")
+    return 0
+
+
+def clinical_summary(report: dict) -> str:
+    """Midline shift and ICH score in a few lines (or why they are missing)."""
+    section = report.get("clinical")
+    if not section:
+        return "Clinical measures: not computed (no hemorrhage labels: no model ran and no --mask given)."
+    lines = []
+    shift = section.get("midline_shift") or {}
+    if shift.get("shift_mm") is not None:
+        note = shift.get("note") or "see report"
+        reliable = "" if shift.get("reliable") else f" (unreliable: {note})"
+        lines.append(f"Midline shift: {shift['shift_mm']:.1f} mm{reliable}")
+    else:
+        lines.append(f"Midline shift: not measured ({shift.get('note') or 'see report'})")
+    score = section.get("ich_score") or {}
+    if score.get("score") is not None:
+        lines.append(f"ICH score: {score['score']}")
+    elif score:
+        lines.append(f"ICH score: incomplete, missing {', '.join(score.get('missing') or [])} "
+                     "(give --gcs and --age)")
+    return "\n".join(lines)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``compare``: baseline against follow-up; prints volumes side by side and expansion flags."""
+    from .compare import compare
+
+    comparison = compare(args.baseline, args.followup, args.output, baseline_mask=args.baseline_mask,
+                         followup_mask=args.followup_mask, device=args.device, force=args.force)
+    if not args.quiet:
+        import json
+
+        print(json.dumps({k: comparison[k] for k in ("volumes", "expansion") if k in comparison}, indent=1))
         print(f"Outputs written to {args.output}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``demo``: the whole pipeline on the synthetic phantom, measures next to the truth."""
     from .io import write_ct
     from .phantom import make_phantom
     from .pipeline import analyze
@@ -129,6 +170,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    """``models``: list the installed models."""
     try:
         from .inference import available_models
     except ImportError:
@@ -143,6 +185,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ichanalyzer`` argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="ichanalyzer", description=(
         "Intracranial hemorrhage detection, segmentation and volumetry on non-contrast head CT. "
         "Research use only, not for clinical decisions."))
@@ -163,8 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="label map on the input's grid (1 IPH, 2 IVH, 3 SAH, 4 SDH, 5 EDH) "
                                   "used instead of the model's segmentation")
     p.add_argument("--series", help="SeriesInstanceUID to analyse when a DICOM folder holds several")
+    p.add_argument("--gcs", type=int, help="Glasgow Coma Scale (3-15), completes the ICH score")
+    p.add_argument("--age", type=int, help="patient age in years, completes the ICH score")
     common(p)
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("compare", help="follow-up against baseline: volumes side by side, expansion flags")
+    p.add_argument("baseline", help="baseline CT (DICOM folder, NIfTI or NRRD)")
+    p.add_argument("followup", help="follow-up CT (DICOM folder, NIfTI or NRRD)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--baseline-mask", help="label map on the baseline's grid instead of the model's")
+    p.add_argument("--followup-mask", help="label map on the follow-up's grid instead of the model's")
+    common(p)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="run the whole pipeline on a built-in synthetic head CT phantom")
     p.add_argument("-o", "--output", help="output folder (default: a new temporary folder)")

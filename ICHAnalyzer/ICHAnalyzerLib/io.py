@@ -564,6 +564,9 @@ def load_ct(path: str | Path, series_uid: str | None = None) -> CTVolume:
                     f"Unsupported file {path.name}: give a DICOM folder, .nii/.nii.gz or .nrrd/.nhdr"
                 ) from None
             raise InputError(f"{path} is a single 2D DICOM image: give the folder of the whole series")
+    if _is_segmentation(path):
+        raise InputError(f"{path.name} is a Slicer segmentation, not a CT: give the CT as input and the "
+                         "segmentation with --mask")
     hu_raw, affine = _read_image_file(path)
     if not (np.issubdtype(hu_raw.dtype, np.integer) or np.issubdtype(hu_raw.dtype, np.floating)):
         raise InputError(f"{path}: voxel type {hu_raw.dtype} is not a scalar image")
@@ -577,12 +580,69 @@ def load_ct(path: str | Path, series_uid: str | None = None) -> CTVolume:
     return CTVolume(hu=hu, affine=affine, source=str(path), warnings=warnings)
 
 
+def _is_segmentation(path: Path) -> bool:
+    return path.name.lower().endswith(".seg.nrrd")
+
+
+def _subtype_of_segment(segment: dict) -> int | None:
+    """Label of the subtype a Slicer segment stands for: by name or key (any case), else by the
+    anatomic region code of its terminology; None when it matches none."""
+    name = str(segment.get("name", "")).strip().lower()
+    for label, subtype in SUBTYPE_BY_LABEL.items():
+        if name in (subtype.name.lower(), subtype.key.lower()):
+            return label
+    region = (segment.get("terminology") or {}).get("anatomicRegion") or []
+    codes = {tuple(subtype.region_code[:2]): label for label, subtype in SUBTYPE_BY_LABEL.items()}
+    return codes.get(tuple(str(c) for c in region[:2])) if len(region) >= 2 else None
+
+
+def _read_segmentation(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A Slicer ``.seg.nrrd`` as a label map [i, j, k] with ICHAnalyzer's label values, and its IJK->LPS
+    affine. Segments are matched to subtypes by name (never by their label value, which Slicer assigns
+    in creation order); overlapping segments of different subtypes are refused."""
+    import slicerio
+
+    try:
+        seg = slicerio.read_segmentation(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"Corrupt segmentation file {path}: {_one_line(exc)[:120]}") from None
+    voxels = np.asarray(seg["voxels"])
+    if voxels.ndim not in (3, 4):
+        raise InputError(f"{path} is not a 3D segmentation (voxel array shape {voxels.shape})")
+    labels = np.zeros(voxels.shape[-3:], np.uint8)
+    unknown = []
+    for segment in seg.get("segments", []):
+        mask = slicerio.segment_mask(seg, segment)
+        if not mask.any():
+            continue
+        label = _subtype_of_segment(segment)
+        if label is None:
+            unknown.append(str(segment.get("name", segment.get("id"))))
+            continue
+        if np.any(labels[mask] != 0) and np.any(labels[mask] != label):
+            raise InputError(f"Segments of {path.name} overlap (at '{segment.get('name')}'): "
+                             "each voxel must belong to one subtype")
+        labels[mask] = label
+    if unknown:
+        names = ", ".join(f"{s.key} / {s.name}" for s in SUBTYPE_BY_LABEL.values())
+        raise InputError(f"Segment(s) {', '.join(unknown)} of {path.name} match no subtype; "
+                         f"name them {names}")
+    return labels, np.asarray(seg["ijkToLPS"], dtype=float)
+
+
 def load_labelmap(path: str | Path, reference: CTVolume) -> np.ndarray:
-    """Load a NIfTI/NRRD label map (labels 0..5) that lies on the grid of ``reference``; uint8 [k, j, i]."""
+    """Load a label map (labels 0..5) that lies on the grid of ``reference``; uint8 [k, j, i].
+
+    NIfTI/NRRD label maps are read as is; a Slicer ``.seg.nrrd`` is read segment by segment, each
+    segment mapped to its subtype by name or terminology (see :func:`_read_segmentation`).
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"Label map not found: {path}")
-    data, affine = _read_image_file(path)
+    if _is_segmentation(path):
+        data, affine = _volume_from_ijk(*_read_segmentation(path), str(path))
+    else:
+        data, affine = _read_image_file(path)
     if data.shape != reference.shape:
         raise InputError(
             f"Label map {path.name} has shape {data.shape} (k, j, i), the CT {reference.shape}: "

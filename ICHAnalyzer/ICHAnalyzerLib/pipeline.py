@@ -76,15 +76,31 @@ def _run_model(ct: CTVolume, brain: np.ndarray, device: str, progress: ProgressC
     return inference.predict(ct, brain, model, progress=progress), None
 
 
+def clinical(ct: CTVolume, labels: np.ndarray, brain: np.ndarray, volumes: dict, source_of_labels: str,
+             gcs: int | None = None, age: int | None = None) -> dict | None:
+    """The report's ``clinical`` section (midline shift, location, ICH score), or None when no labels
+    exist to measure (no model ran): an empty label map must not read as 'no hemorrhage'."""
+    if source_of_labels == "none":
+        return None
+    from .measures import clinical_measures
+
+    return clinical_measures(ct, labels, brain, volumes, gcs=gcs, age=age)
+
+
 def analyze_volume(
     ct: CTVolume,
     labels: np.ndarray | None = None,
     device: str = "auto",
     progress: ProgressCallback | None = None,
+    gcs: int | None = None,
+    age: int | None = None,
 ) -> AnalysisResult:
-    """Analyse ``ct``: brain mask, model (unless ``labels`` is given), volumetry and ABC/2, report."""
+    """Analyse ``ct``: brain mask, model (unless ``labels`` is given), volumetry and ABC/2, clinical
+    measures, report. ``gcs`` and ``age`` complete the ICH score; without them it says what is missing."""
     from .brainmask import brain_mask, intracranial_volume_ml
+    from .measures import check_gcs_age
 
+    check_gcs_age(gcs, age)  # before any work, and even when no labels exist to score
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     _notify(progress, "brain mask", 0.05)
@@ -120,9 +136,14 @@ def analyze_volume(
     _notify(progress, "volumetry", 0.9)
     volumes = measure(ct, labels)
     timing["volumetry"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    _notify(progress, "clinical measures", 0.92)
+    clinical_section = clinical(ct, labels, brain, volumes, source, gcs=gcs, age=age)
+    timing["clinical"] = time.perf_counter() - t3
     timing["total"] = time.perf_counter() - t0
     report = build_report(ct, volumes, detection, slice_probs, intracranial_volume_ml(brain, ct), source,
                           model_info, timing)
+    report["clinical"] = clinical_section
     validate_report(report)
     _notify(progress, "done", 1.0)
     return AnalysisResult(ct=ct, labels=labels, brain=brain, report=report, timing_s=timing)
@@ -164,6 +185,25 @@ def commit_outdir(tmp: Path, outdir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def write_outdir(outdir: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(folder)`` on a temporary sibling folder, then move it onto ``outdir``: after an error
+    or Ctrl-C nothing is half-written; file system errors become one-line :class:`OutputError`."""
+    parent = outdir.resolve().parent
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write into {parent}: {exc.strerror or exc}") from None
+    try:
+        write(tmp)
+        commit_outdir(tmp, outdir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"cannot write {outdir}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def analyze(
     input_path: str | Path,
     outdir: str | Path,
@@ -172,10 +212,14 @@ def analyze(
     force: bool = False,
     series_uid: str | None = None,
     progress: ProgressCallback | None = None,
+    gcs: int | None = None,
+    age: int | None = None,
 ) -> AnalysisResult:
     """Load ``input_path``, analyse it and write ``outdir`` atomically (see module docstring)."""
     from .io import load_ct, load_labelmap
+    from .measures import check_gcs_age
 
+    check_gcs_age(gcs, age)
     outdir = Path(outdir)
     prepare_outdir(outdir, force)
     if device not in ("auto", "cpu", "cuda"):
@@ -185,11 +229,10 @@ def analyze(
     ct = load_ct(input_path, series_uid=series_uid)
     load_s = time.perf_counter() - t0
     labels = load_labelmap(mask_path, ct) if mask_path is not None else None
-    result = analyze_volume(ct, labels=labels, device=device, progress=progress)
+    result = analyze_volume(ct, labels=labels, device=device, progress=progress, gcs=gcs, age=age)
     result.report["timing_s"] = {"load": round(load_s, 3), **result.report["timing_s"]}
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.resolve().parent))
-    try:
+    def write(tmp: Path) -> None:
         _notify(progress, "writing", 0.95)
         t1 = time.perf_counter()
         result.report["timing_s"]["write"] = 0.0
@@ -199,8 +242,6 @@ def analyze(
         result.report["timing_s"]["write"] = round(write_s, 3)
         result.report["timing_s"]["end_to_end"] = round(time.perf_counter() - t0, 3)
         write_report(result.report, tmp)  # again, with the final timings
-        commit_outdir(tmp, outdir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_outdir(outdir, write)
     return result

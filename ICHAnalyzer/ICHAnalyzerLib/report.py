@@ -116,6 +116,8 @@ CSV_COLUMNS = (
     "level", "subtype", "hematoma_id", "probability", "voxel_count", "volume_ml", "abc2_ml",
     "abc2_unweighted_ml", "abc2_difference_pct", "abc2_clinically_applicable", "A_mm", "B_mm", "C_mm",
     "abc2_slice_index", "max_thickness_mm",
+    # hematoma rows: atlas location (clinical section); total row: scan-level clinical measures
+    "region", "side", "midline_shift_mm", "midline_shift_reliable", "ich_score", "intracranial_volume_ml",
 )
 
 
@@ -132,21 +134,34 @@ def _csv_row(level: str, key: str, hid: Any, prob: Any, entry: dict, applicable:
 
 
 def report_csv_text(report: dict) -> str:
-    """The report as CSV: one row per subtype and the total, then one row per hematoma."""
+    """The report as CSV: one row per subtype and the total (with the scan's midline shift, ICH score and
+    intracranial volume), then one row per hematoma (with its atlas region and side when located)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     volumes = report["volumes"]
     detection = report["detection"]
+    clinical = report.get("clinical") or {}
+    shift = clinical.get("midline_shift") or {}
+    score = clinical.get("ich_score") or {}
+    places = {(h["subtype"], h["id"]): h for h in (clinical.get("location") or {}).get("hematomas", [])}
     for key in (*SUBTYPE_KEYS, "total"):
         entry = volumes[key]
         prob = detection.get("any" if key == "total" else key)
-        writer.writerow(_csv_row("scan", key, "", "" if prob is None else prob, entry,
-                                 entry.get("abc2_clinically_applicable")))
+        row = _csv_row("scan", key, "", "" if prob is None else prob, entry,
+                       entry.get("abc2_clinically_applicable"))
+        if key == "total":
+            row.update({"midline_shift_mm": shift.get("shift_mm"),
+                        "midline_shift_reliable": shift.get("reliable"), "ich_score": score.get("score"),
+                        "intracranial_volume_ml": (report.get("brain") or {}).get("intracranial_volume_ml")})
+        writer.writerow(row)
     for key in SUBTYPE_KEYS:
         for hem in volumes[key]["hematomas"]:
-            writer.writerow(_csv_row("hematoma", key, hem["id"], "", hem,
-                                     volumes[key].get("abc2_clinically_applicable")))
+            row = _csv_row("hematoma", key, hem["id"], "", hem,
+                           volumes[key].get("abc2_clinically_applicable"))
+            place = places.get((key, hem["id"])) or {}
+            row.update({"region": place.get("region"), "side": place.get("side")})
+            writer.writerow(row)
     return out.getvalue()
 
 

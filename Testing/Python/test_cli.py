@@ -13,6 +13,7 @@ import pytest
 import slicerio
 from conftest import REPO, series_dir
 from ICHAnalyzerLib import pipeline
+from ICHAnalyzerLib.atlas import find_templates
 from ICHAnalyzerLib.cli import main
 from ICHAnalyzerLib.constants import SUBTYPE_KEYS
 from ICHAnalyzerLib.io import write_ct, write_labelmap_nifti
@@ -177,3 +178,130 @@ def test_demo_prints_truth_next_to_measures(tmp_path, capsys):
     assert "true mL" in text and "ABC/2 mL" in text
     for key in SUBTYPE_KEYS:
         assert any(line.strip().startswith(key) for line in text.splitlines())
+
+
+def test_ich_score_completed_only_by_clinical_flags(phantom_files, tmp_path):
+    _, ct_path, truth_path = phantom_files
+    base = ["analyze", str(ct_path), "--mask", str(truth_path), "--quiet"]
+    assert main([*base, "-o", str(tmp_path / "a")]) == 0
+    partial = json.loads((tmp_path / "a" / "report.json").read_text())["clinical"]["ich_score"]
+    assert partial["score"] is None and set(partial["missing"]) >= {"GCS", "age"}
+    assert main([*base, "-o", str(tmp_path / "b"), "--gcs", "4", "--age", "85"]) == 0
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    validate_report(report)
+    full = report["clinical"]["ich_score"]
+    assert full["gcs_points"] == 2 and full["age_ge_80"] is True
+    if find_templates() is None:  # no atlas (e.g. a worktree without ../shared): origin unknown, no score
+        assert full["missing"] == ["infratentorial origin"] and full["score"] is None
+    else:
+        # GCS 3-4 gives 2 points, age >= 80 one more, IVH present in the phantom one more
+        assert full["missing"] == [] and full["score"] >= 4
+
+
+def test_no_labels_means_no_clinical_section(shared_cache, tmp_path, monkeypatch):
+    """Without a model or a mask nothing was segmented: clinical measures must not read it as 'no bleed'."""
+    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed"))
+    folder = series_dir(shared_cache, "ID_cd5a85fd")
+    report = pipeline.analyze(folder, tmp_path / "out").report
+    assert report["source_of_labels"] == "none" and report["clinical"] is None
+    assert report["detection"]["any"] is None and report["detection"]["reason"] == "no model is installed"
+    assert all(s["probabilities"]["any"] is None for s in report["slices"])
+
+
+@pytest.mark.parametrize("flags", [["--gcs", "20"], ["--gcs", "2"], ["--age", "-3"]])
+def test_implausible_gcs_or_age_refused_before_any_work(phantom_files, tmp_path, capsys, monkeypatch, flags):
+    """Even when no labels exist (no model, no --mask), a bad --gcs/--age is one clear error, no output."""
+    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed"))
+    _, ct_path, _ = phantom_files
+    out = tmp_path / "out"
+    assert main(["analyze", str(ct_path), "-o", str(out), "--quiet", *flags]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("GCS must be 3..15" in err[0] or "age must be 0..130" in err[0])
+    assert not out.exists()
+
+
+def _undescribed(value, schema: dict, root: dict, path: str = "") -> set[str]:
+    """Paths of object keys in ``value`` that ``schema`` (resolving $ref, allOf, oneOf) does not name."""
+    while "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    parts = [schema, *schema.get("allOf", [])]
+    alternatives = [s for s in schema.get("oneOf", []) if s.get("type") != "null"]
+    if alternatives:
+        return set.intersection(*(_undescribed(value, s, root, path) for s in alternatives))
+    parts = [root["$defs"][p["$ref"].rsplit("/", 1)[-1]] if "$ref" in p else p for p in parts]
+    missing: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            named = [p["properties"][key] for p in parts if key in p.get("properties", {})]
+            named += [p["additionalProperties"] for p in parts
+                      if isinstance(p.get("additionalProperties"), dict)]
+            if not named:
+                missing.add(f"{path}.{key}")
+            for sub in named:
+                missing |= _undescribed(item, sub, root, f"{path}.{key}")
+    elif isinstance(value, list):
+        for p in parts:
+            if "items" in p:
+                for item in value:
+                    missing |= _undescribed(item, p["items"], root, f"{path}[]")
+    return missing
+
+
+def test_every_report_field_is_described_in_the_schema(phantom_files, tmp_path):
+    from ICHAnalyzerLib.report import report_schema
+
+    _, ct_path, truth_path = phantom_files
+    out = tmp_path / "out"
+    assert main(["analyze", str(ct_path), "-o", str(out), "--mask", str(truth_path), "--quiet",
+                 "--gcs", "10", "--age", "70"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["clinical"]["ich_score"]["gcs"] == 10
+    schema = report_schema()
+    assert _undescribed(report, schema, schema) == set()
+
+
+def test_csv_carries_clinical_measures(phantom_files, tmp_path):
+    """A clinician reading only report.csv sees midline shift, ICH score, volume and hematoma location."""
+    import csv
+
+    _, ct_path, truth_path = phantom_files
+    out = tmp_path / "out"
+    assert main(["analyze", str(ct_path), "-o", str(out), "--mask", str(truth_path), "--quiet",
+                 "--gcs", "14", "--age", "50"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    with open(out / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    total = next(r for r in rows if r["level"] == "scan" and r["subtype"] == "total")
+    score = report["clinical"]["ich_score"]["score"]
+    assert total["ich_score"] == ("" if score is None else str(score))
+    shift = report["clinical"]["midline_shift"]["shift_mm"]
+    assert total["midline_shift_mm"] == ("" if shift is None else str(shift))
+    assert float(total["intracranial_volume_ml"]) == report["brain"]["intracranial_volume_ml"]
+    location = report["clinical"]["location"]
+    hematoma_rows = {(r["subtype"], r["hematoma_id"]): r for r in rows if r["level"] == "hematoma"}
+    for place in (location or {}).get("hematomas", []):
+        assert hematoma_rows[(place["subtype"], str(place["id"]))]["region"] == place["region"]
+
+
+def test_table_without_labels_shows_no_volumes(phantom_files, tmp_path, capsys, monkeypatch):
+    """No model and no --mask: the table must not print '0.00 mL' as if no hemorrhage had been found."""
+    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed"))
+    _, ct_path, _ = phantom_files
+    assert main(["analyze", str(ct_path), "-o", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines if line.split() and line.split()[0] in (*SUBTYPE_KEYS, "total")]
+    assert len(rows) == len(SUBTYPE_KEYS) + 1
+    assert all(row[1] == "-" for row in rows)
+    assert any("no model is installed" in line for line in lines)
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="needs /proc (Linux)")
+def test_unwritable_output_folder_is_one_clear_error(phantom_files, capsys):
+    """/proc accepts no new folders, even for root: an output error, not an internal one."""
+    _, ct_path, truth_path = phantom_files
+    for argv in (["analyze", str(ct_path), "--mask", str(truth_path)],
+                 ["compare", str(ct_path), str(ct_path), "--baseline-mask", str(truth_path),
+                  "--followup-mask", str(truth_path)]):
+        assert main([*argv, "-o", "/proc/ichanalyzer-out", "--quiet"]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("ichanalyzer: error:") and "/proc" in err[0], err

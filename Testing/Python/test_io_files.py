@@ -9,7 +9,7 @@ import nrrd
 import numpy as np
 import pytest
 import slicerio
-from ICHAnalyzerLib.constants import HEMORRHAGE_TYPE, SUBTYPE_BY_LABEL
+from ICHAnalyzerLib.constants import HEMORRHAGE_CATEGORY, HEMORRHAGE_TYPE, SUBTYPE_BY_LABEL
 from ICHAnalyzerLib.errors import InputError, OutputError
 from ICHAnalyzerLib.io import load_ct, load_labelmap, write_ct, write_labelmap_nifti, write_segmentation_nrrd
 from ICHAnalyzerLib.volume import CTVolume, ras_to_lps
@@ -234,3 +234,53 @@ def test_load_labelmap_missing_file(tmp_path):
     with pytest.raises(InputError, match="not found"):
         load_labelmap(tmp_path / "nope.nii.gz", sheared_ct())
 
+
+
+def _slicer_segmentation(path: Path, ct: CTVolume, voxels_ijk: np.ndarray, segments: list[dict]) -> Path:
+    """A .seg.nrrd as Slicer writes it after editing: label values in creation order, not ours."""
+    for segment in segments:
+        segment.setdefault("layer", 0)
+        segment.setdefault("id", f"Segment_{segment['labelValue']}")
+    slicerio.write_segmentation(str(path), {"voxels": voxels_ijk, "ijkToLPS": ct.affine, "segments": segments,
+                                            "containedRepresentationNames": ["Binary labelmap"],
+                                            "masterRepresentation": "Binary labelmap"})
+    return path
+
+
+def test_slicer_segmentation_mapped_to_subtypes_by_name_not_label_value(tmp_path):
+    ct = sheared_ct(22.0)
+    truth = labels_for(ct)
+    renumber = {4: 1, 1: 2, 3: 3}  # SDH created first in Slicer gets 1, IPH 2, SAH 3
+    voxels = np.zeros(ct.shape[::-1], np.uint8)
+    for ours, slicer in renumber.items():
+        voxels[(truth == ours).transpose(2, 1, 0)] = slicer
+    path = _slicer_segmentation(tmp_path / "edited.seg.nrrd", ct, voxels, [
+        {"labelValue": 1, "name": "Subdural hemorrhage"},
+        {"labelValue": 2, "name": "iph"},
+        # named by the user, recognised by its terminology (subarachnoid space)
+        {"labelValue": 3, "name": "Segment_3", "terminology": {
+            "category": list(HEMORRHAGE_CATEGORY), "type": list(HEMORRHAGE_TYPE),
+            "anatomicRegion": list(SUBTYPE_BY_LABEL[3].region_code)}},
+    ])
+    np.testing.assert_array_equal(load_labelmap(path, ct), truth)
+
+
+def test_slicer_segmentation_unknown_or_overlapping_segments_refused(tmp_path):
+    ct = sheared_ct(22.0)
+    voxels = np.zeros(ct.shape[::-1], np.uint8)
+    voxels[3:5, 3:5, 2] = 1
+    path = _slicer_segmentation(tmp_path / "a.seg.nrrd", ct, voxels, [{"labelValue": 1, "name": "Tumor"}])
+    with pytest.raises(InputError, match="Tumor .*match no subtype"):
+        load_labelmap(path, ct)
+    layers = np.stack([voxels, voxels])  # the same voxels in two segments: Slicer stores two layers
+    path = _slicer_segmentation(tmp_path / "b.seg.nrrd", ct, layers, [
+        {"labelValue": 1, "name": "IPH", "layer": 0}, {"labelValue": 1, "name": "IVH", "layer": 1}])
+    with pytest.raises(InputError, match="overlap"):
+        load_labelmap(path, ct)
+
+
+def test_segmentation_given_as_ct_is_refused_with_a_hint(tmp_path):
+    ct = sheared_ct(22.0)
+    write_segmentation_nrrd(tmp_path / "s.seg.nrrd", labels_for(ct), ct)
+    with pytest.raises(InputError, match="segmentation, not a CT.*--mask"):
+        load_ct(tmp_path / "s.seg.nrrd")

@@ -259,7 +259,21 @@ def summarize_synthetic(recs: list[dict]) -> dict:
     return out
 
 
-def markdown(summary: dict, synth: dict) -> str:
+def markdown(summary: dict | None, synth: dict) -> str:
+    lines = [] if summary is None else _markdown_real(summary)
+    if synth:
+        lines += ["| synthetic subtype | n | Dice mean (median) | any-blood Dice | median abs volume error | "
+                  "detected | baseline any-blood Dice | baseline median abs volume error |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for key, e in synth.items():
+            lines.append(f"| {key} | {e['n']} | {e['dice_mean']:.3f} ({e['dice_median']:.3f}) | "
+                         f"{e['dice_any_blood_mean']:.3f} | {100 * e['abs_volume_error_median']:.1f}% | "
+                         f"{e['detected']}/{e['n']} | {e['baseline_dice_any_blood_mean']:.3f} | "
+                         f"{100 * e['baseline_abs_volume_error_median']:.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_real(summary: dict) -> list[str]:
     lines = ["| finding | positive / negative slices | model AUC (95% CI, series bootstrap) "
              "| sens / spec at 0.5 |",
              "|---|---|---|---|"]
@@ -278,16 +292,7 @@ def markdown(summary: dict, synth: dict) -> str:
               f"(>= {BASELINE_SCAN_ML} mL): {sc['baseline_positives_flagged']}/{sc['positives']} and "
               f"{sc['baseline_normals_not_flagged']}/{sc['normals']}. Label voxels outside the brain mask: "
               f"{sc['labels_outside_brain_total']}.", ""]
-    if synth:
-        lines += ["| synthetic subtype | n | Dice mean (median) | any-blood Dice | median abs volume error | "
-                  "detected | baseline any-blood Dice | baseline median abs volume error |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for key, e in synth.items():
-            lines.append(f"| {key} | {e['n']} | {e['dice_mean']:.3f} ({e['dice_median']:.3f}) | "
-                         f"{e['dice_any_blood_mean']:.3f} | {100 * e['abs_volume_error_median']:.1f}% | "
-                         f"{e['detected']}/{e['n']} | {e['baseline_dice_any_blood_mean']:.3f} | "
-                         f"{100 * e['baseline_abs_volume_error_median']:.1f}% |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
@@ -326,9 +331,7 @@ def main() -> None:
         result["synthetic"] = synth
         result["synthetic_summary"] = summarize_synthetic(synth)
     args.out.write_text(json.dumps(result, indent=1))
-    text = ""
-    if "real_summary" in result:
-        text = markdown(result["real_summary"], result.get("synthetic_summary", {}))
+    text = markdown(result.get("real_summary"), result.get("synthetic_summary", {}))
     if args.markdown:
         args.markdown.write_text(text)
     print(text)

@@ -49,3 +49,19 @@ def test_inserted_iph_is_found_and_segmented(model, normal_series):
     # slices holding the lesion score higher than slices far from it
     ks = np.flatnonzero(truth.any(axis=(1, 2)))
     assert after.slice_probabilities[ks, 0].max() > 0.5
+
+
+def test_phantom_hemorrhages_are_found(model):
+    """The built-in analytic phantom (no real data needed): every hemorrhage is mostly labelled."""
+    from ICHAnalyzerLib.brainmask import brain_mask
+    from ICHAnalyzerLib.phantom import make_phantom
+
+    phantom = make_phantom()
+    brain = brain_mask(phantom.ct)
+    pred = predict(phantom.ct, brain, model)
+    assert not pred.labels[~brain].any()
+    assert pred.scan_probabilities["any"] > 0.5 and pred.scan_probabilities["IPH"] > 0.5
+    assert dice(pred.labels == 1, phantom.labels == 1) > 0.7
+    for label in range(1, 6):
+        truth = phantom.labels == label
+        assert ((pred.labels > 0) & truth).sum() > 0.5 * truth.sum(), f"label {label} mostly missed"

@@ -149,8 +149,8 @@ def analyze_volume(
     return AnalysisResult(ct=ct, labels=labels, brain=brain, report=report, timing_s=timing)
 
 
-def write_outputs(result: AnalysisResult, folder: Path) -> None:
-    """Write the label map, the Slicer segmentation and the report into an existing ``folder``."""
+def write_images(result: AnalysisResult, folder: Path) -> None:
+    """Write the label map and the Slicer segmentation (and the resampled CT, if any) into ``folder``."""
     from .io import write_ct, write_labelmap_nifti, write_segmentation_nrrd
 
     write_labelmap_nifti(folder / "labelmap.nii.gz", result.labels, result.ct)
@@ -158,7 +158,6 @@ def write_outputs(result: AnalysisResult, folder: Path) -> None:
     if result.ct.resampling:
         # the label map lies on the resampled grid: give it the CT it lines up with
         write_ct(folder / "ct_resampled.nii.gz", result.ct)
-    write_report(result.report, folder)
 
 
 def prepare_outdir(outdir: Path, force: bool) -> None:
@@ -235,13 +234,10 @@ def analyze(
     def write(tmp: Path) -> None:
         _notify(progress, "writing", 0.95)
         t1 = time.perf_counter()
-        result.report["timing_s"]["write"] = 0.0
+        write_images(result, tmp)
+        result.report["timing_s"]["write"] = round(time.perf_counter() - t1, 3)
         result.report["timing_s"]["end_to_end"] = round(time.perf_counter() - t0, 3)
-        write_outputs(result, tmp)
-        write_s = time.perf_counter() - t1
-        result.report["timing_s"]["write"] = round(write_s, 3)
-        result.report["timing_s"]["end_to_end"] = round(time.perf_counter() - t0, 3)
-        write_report(result.report, tmp)  # again, with the final timings
+        write_report(result.report, tmp)  # last, so that it carries the final timings
 
     write_outdir(outdir, write)
     return result

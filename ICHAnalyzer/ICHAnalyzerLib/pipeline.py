@@ -65,15 +65,15 @@ def check_labels(labels: np.ndarray, ct: CTVolume) -> None:
 
 
 def _run_model(ct: CTVolume, brain: np.ndarray, device: str, progress: ProgressCallback | None):
-    """Run the installed model; return (prediction, None) or (None, reason) when no model is installed."""
+    """Run the installed model: (prediction, None, device used), or (None, reason, None) without a model."""
     try:
         from . import inference
-    except ImportError:
-        return None, "no model is installed in this ICHAnalyzer build"
+    except ImportError as exc:
+        return None, f"the model cannot run: {exc.name or exc} is not installed", None
     if not inference.available_models():
-        return None, "no model is installed (Models.json lists none)"
+        return None, "no model is installed (Models.json lists none)", None
     model = inference.load_model(device=device)  # ModelError (missing/corrupt weights) propagates
-    return inference.predict(ct, brain, model, progress=progress), None
+    return inference.predict(ct, brain, model, progress=progress), None, str(model.device)
 
 
 def clinical(ct: CTVolume, labels: np.ndarray, brain: np.ndarray, volumes: dict, source_of_labels: str,
@@ -117,7 +117,7 @@ def analyze_volume(
     else:
         t1 = time.perf_counter()
         _notify(progress, "model", 0.15)
-        prediction, reason = _run_model(ct, brain, device, progress)
+        prediction, reason, device_used = _run_model(ct, brain, device, progress)
         timing["model"] = time.perf_counter() - t1
         if prediction is None:
             labels = np.zeros(ct.shape, dtype=np.uint8)
@@ -130,7 +130,7 @@ def analyze_volume(
             detection = {key: round(float(prediction.scan_probabilities[key]), 4) for key in DETECTION_KEYS}
             detection["reason"] = None
             model_info = {"name": prediction.model_name, "version": prediction.model_version,
-                          "device": device}
+                          "device": device_used}
 
     t2 = time.perf_counter()
     _notify(progress, "volumetry", 0.9)

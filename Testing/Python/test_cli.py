@@ -200,7 +200,7 @@ def test_ich_score_completed_only_by_clinical_flags(phantom_files, tmp_path):
 
 def test_no_labels_means_no_clinical_section(shared_cache, tmp_path, monkeypatch):
     """Without a model or a mask nothing was segmented: clinical measures must not read it as 'no bleed'."""
-    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed"))
+    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed", None))
     folder = series_dir(shared_cache, "ID_cd5a85fd")
     report = pipeline.analyze(folder, tmp_path / "out").report
     assert report["source_of_labels"] == "none" and report["clinical"] is None
@@ -211,7 +211,7 @@ def test_no_labels_means_no_clinical_section(shared_cache, tmp_path, monkeypatch
 @pytest.mark.parametrize("flags", [["--gcs", "20"], ["--gcs", "2"], ["--age", "-3"]])
 def test_implausible_gcs_or_age_refused_before_any_work(phantom_files, tmp_path, capsys, monkeypatch, flags):
     """Even when no labels exist (no model, no --mask), a bad --gcs/--age is one clear error, no output."""
-    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed"))
+    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed", None))
     _, ct_path, _ = phantom_files
     out = tmp_path / "out"
     assert main(["analyze", str(ct_path), "-o", str(out), "--quiet", *flags]) != 0
@@ -285,7 +285,7 @@ def test_csv_carries_clinical_measures(phantom_files, tmp_path):
 
 def test_table_without_labels_shows_no_volumes(phantom_files, tmp_path, capsys, monkeypatch):
     """No model and no --mask: the table must not print '0.00 mL' as if no hemorrhage had been found."""
-    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed"))
+    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed", None))
     _, ct_path, _ = phantom_files
     assert main(["analyze", str(ct_path), "-o", str(tmp_path / "out")]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -247,27 +247,30 @@ def _undescribed(value, schema: dict, root: dict, path: str = "") -> set[str]:
     return missing
 
 
-def test_every_report_field_is_described_in_the_schema(phantom_files, tmp_path):
-    from ICHAnalyzerLib.report import report_schema
-
+@pytest.fixture(scope="module")
+def outdir_with_patient(phantom_files, tmp_path_factory):
+    """One analysis of the phantom with its true labels and GCS 10 / age 70, shared by the tests below."""
     _, ct_path, truth_path = phantom_files
-    out = tmp_path / "out"
+    out = tmp_path_factory.mktemp("with_patient") / "out"
     assert main(["analyze", str(ct_path), "-o", str(out), "--mask", str(truth_path), "--quiet",
                  "--gcs", "10", "--age", "70"]) == 0
-    report = json.loads((out / "report.json").read_text())
+    return out
+
+
+def test_every_report_field_is_described_in_the_schema(outdir_with_patient):
+    from ICHAnalyzerLib.report import report_schema
+
+    report = json.loads((outdir_with_patient / "report.json").read_text())
     assert report["clinical"]["ich_score"]["gcs"] == 10
     schema = report_schema()
     assert _undescribed(report, schema, schema) == set()
 
 
-def test_csv_carries_clinical_measures(phantom_files, tmp_path):
+def test_csv_carries_clinical_measures(outdir_with_patient):
     """A clinician reading only report.csv sees midline shift, ICH score, volume and hematoma location."""
     import csv
 
-    _, ct_path, truth_path = phantom_files
-    out = tmp_path / "out"
-    assert main(["analyze", str(ct_path), "-o", str(out), "--mask", str(truth_path), "--quiet",
-                 "--gcs", "14", "--age", "50"]) == 0
+    out = outdir_with_patient
     report = json.loads((out / "report.json").read_text())
     with open(out / "report.csv") as f:
         rows = list(csv.DictReader(f))

@@ -384,6 +384,12 @@ class ICHAnalyzerLogic:
         self.update_lines(segmentation_node, volumes, report.get("clinical"))
         return report
 
+    def _up_to_date_report(self, volume_node: object, segmentation_node: object) -> dict:
+        """The report of the current segments: recomputed first when they were edited."""
+        if self.is_edited(volume_node, segmentation_node):
+            return self.recompute(volume_node)
+        return self.current_report(segmentation_node)
+
     # ------------------------------------------------------------------ follow-up
 
     def analysis_result(self, volume_node: object) -> object:
@@ -394,11 +400,7 @@ class ICHAnalyzerLogic:
         segmentation_node = self.find_result(volume_node)
         if segmentation_node is None:
             raise InputError(f"'{volume_node.GetName()}' has no ICHAnalyzer result: analyse it first.")
-        report = (
-            self.recompute(volume_node)
-            if self.is_edited(volume_node, segmentation_node)
-            else self.current_report(segmentation_node)
-        )
+        report = self._up_to_date_report(volume_node, segmentation_node)
         if report["source_of_labels"] == "none":
             raise InputError(
                 f"'{volume_node.GetName()}' has no hemorrhage labels ({report['detection'].get('reason')}): "
@@ -518,11 +520,7 @@ class ICHAnalyzerLogic:
         segmentation_node = self.find_result(volume_node)
         if segmentation_node is None:
             raise InputError(f"'{volume_node.GetName()}' has no ICHAnalyzer result to export.")
-        report = (
-            self.recompute(volume_node)
-            if self.is_edited(volume_node, segmentation_node)
-            else self.current_report(segmentation_node)
-        )
+        report = self._up_to_date_report(volume_node, segmentation_node)
         validate_report(report)
         folder = Path(folder)
         try:

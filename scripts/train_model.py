@@ -161,6 +161,33 @@ class Sampler:
                                    bool(c["at_start"]), bool(c["at_end"])))
         if not self.cases:
             raise SystemExit(f"no synthetic cases for hosts {hosts}: run 'synth' first")
+        self.hard: list[np.ndarray] = []  # per host: (k, v, u) of pixels an earlier model called blood
+        self.hard_fraction = 0.0
+
+    def mine_hard_negatives(self, net: torch.nn.Module, threshold: float = 0.3, batch: int = 8) -> int:
+        """Pixels of the clean host slices that ``net`` calls hemorrhage (lesion probability > threshold).
+
+        Negative crops are then centred on them with probability ``hard_fraction``: the skull-base and
+        vertex false positives are rare among random crops, so they are shown on purpose.
+        """
+        net.eval()
+        self.hard = []
+        with torch.inference_mode():
+            for hu, brain, offset in tqdm(self.clean, desc="mine hard negatives"):
+                ks = np.flatnonzero(brain.reshape(brain.shape[0], -1).any(axis=1))
+                found = []
+                for n0 in range(0, ks.size, batch):
+                    kk = ks[n0:n0 + batch]
+                    x = torch.as_tensor(make_channels(hu.astype(np.float32), kk, offset, self.windows,
+                                                      self.n_context))
+                    lesion = 1.0 - torch.softmax(net(x), 1)[:, 0].numpy()
+                    hit = (lesion > threshold) & brain[kk]
+                    for n, k in enumerate(kk):
+                        vv, uu = np.nonzero(hit[n])
+                        found.append(np.stack([np.full(vv.size, k), vv, uu], 1))
+                self.hard.append(np.concatenate(found) if found else np.zeros((0, 3), int))
+        net.train()
+        return int(sum(len(h) for h in self.hard))
 
     def _crop_at(self, arrays: list[np.ndarray], cj: int, ci: int) -> list[np.ndarray]:
         size = arrays[0].shape[-1]
@@ -185,6 +212,14 @@ class Sampler:
                 bj, bi = np.nonzero(brain[k]) if brain[k].any() else (np.array([128]), np.array([128]))
                 n = int(rng.integers(len(bj)))
                 cj, ci = bj[n], bi[n]
+        elif self.hard_fraction and rng.random() < self.hard_fraction and any(len(h) for h in self.hard):
+            with_hard = [n for n, h in enumerate(self.hard) if len(h)]
+            host = with_hard[int(rng.integers(len(with_hard)))]
+            hu, brain, offset = self.clean[host]
+            k, cj, ci = self.hard[host][int(rng.integers(len(self.hard[host])))]
+            cj, ci = np.array([cj, ci]) + rng.integers(-30, 31, 2)
+            x = make_channels(hu.astype(np.float32), [int(k)], offset, self.windows, self.n_context)[0]
+            y = np.zeros(hu.shape[1:], np.uint8)
         else:
             hu, brain, offset = self.clean[int(rng.integers(len(self.clean)))]
             # any slice of the head (also skull base and vertex, where false positives arise)
@@ -219,6 +254,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     sampler = Sampler(spec, args.cache, hosts, rng, args.crop, args.synth_dir)
     print(f"hosts {len(hosts)}: {', '.join(h[:11] for h in hosts)}; synthetic cases {len(sampler.cases)}")
     net = build_network(spec["architecture"])
+    if args.init:
+        net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
+        print(f"fine-tuning from {args.init}")
+    if args.hard_fraction:
+        n_hard = sampler.mine_hard_negatives(net)
+        sampler.hard_fraction = args.hard_fraction
+        print(f"hard negatives: {n_hard} pixels on the clean host slices; {args.hard_fraction:.0%} of "
+              "negative crops centred on them")
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True,
@@ -241,7 +284,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         if args.checkpoint_every and step and step % args.checkpoint_every == 0:
             torch.save(net.state_dict(), args.out)
     torch.save(net.state_dict(), args.out)
-    meta = {"hosts": hosts, "synth_dir": args.synth_dir, "positive_fraction": args.positive_fraction,
+    meta = {"hosts": hosts, "synth_dir": args.synth_dir, "init": str(args.init) if args.init else None,
+            "hard_fraction": args.hard_fraction, "positive_fraction": args.positive_fraction,
             "steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr,
             "seed": args.seed, "synthetic_cases": len(sampler.cases), "final_loss": running,
             "train_seconds": round(time.time() - t0, 1)}
@@ -300,6 +344,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--positive-fraction", type=float, default=0.7)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--init", type=Path, default=None, help="train: start from these weights (fine-tune)")
+    p.add_argument("--hard-fraction", type=float, default=0.0,
+                   help="train: share of negative crops centred on pixels the starting model calls blood")
     p.add_argument("--seed", type=int, default=20261125)
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--out", type=Path, default=DEFAULT_CACHE / "model.pt")

@@ -190,3 +190,63 @@ def test_registry_copy_with_shipped_weights_loads(tmp_path):
     shutil.copy(MODELS_JSON.parent / entry["file"], tmp_path / entry["file"])
     (tmp_path / "Models.json").write_text(json.dumps({"models": [entry]}))
     assert load_model(registry=tmp_path / "Models.json", device="cpu").name == entry["name"]
+
+
+# ------------------------------------------------------------------------------------------ calibration
+def test_slice_features_are_returned_with_the_prediction(tiny_registry):
+    ct, brain = small_ct()
+    pred = predict(ct, brain, load_model(registry=tiny_registry, device="cpu"))
+    assert pred.slice_features.shape == (ct.shape[0], len(inference.SLICE_FEATURES))
+    assert np.all(np.isfinite(pred.slice_features))
+    # without a calibration the slice probabilities are the network's own scores
+    assert np.array_equal(pred.slice_probabilities, pred.raw_slice_probabilities)
+    relative = pred.slice_features[:, inference.SLICE_FEATURES.index("relative_brain_area")]
+    assert relative.max() == pytest.approx(1.0) and relative.min() >= 0.0
+
+
+def _calibration(coef_any: float, intercept: float) -> dict:
+    n = len(inference.SLICE_FEATURES)
+    coef = [0.0] * n
+    coef[0] = coef_any
+    return {"features": list(inference.SLICE_FEATURES), "mean": [0.0] * n, "std": [1.0] * n,
+            "coef": coef, "intercept": intercept}
+
+
+def test_calibrate_slices_applies_the_logistic_model_and_caps_subtypes():
+    raw = np.array([[0.9, 0.8, 0.1, 0.0, 0.7, 0.2], [0.2, 0.2, 0.0, 0.0, 0.1, 0.0]], np.float32)
+    features = np.zeros((2, len(inference.SLICE_FEATURES)), np.float32)
+    features[:, 0] = [2.0, -1.0]
+    out = inference.calibrate_slices(features, raw, _calibration(1.0, -1.0))
+    expected_any = 1 / (1 + np.exp(-np.array([1.0, -2.0])))
+    assert np.allclose(out[:, 0], expected_any, atol=1e-6)
+    assert np.all(out[:, 1:] <= out[:, :1] + 1e-7)  # no subtype likelier than any hemorrhage
+    assert out[0, 1] == pytest.approx(min(0.8, expected_any[0]))
+    assert out[1, 2] == pytest.approx(0.0)
+
+
+def test_components_without_a_confirmed_slice_are_removed():
+    labels = np.zeros((6, 20, 20), np.uint8)
+    labels[0:2, 2:6, 2:6] = 4  # spans slices 0-1
+    labels[3:5, 10:15, 10:15] = 1  # spans slices 3-4
+    labels[4, 10:12, 15:17] = 2  # touches the IPH component: same component, different subtype
+    confirmed = np.array([False, False, False, False, True, False])
+    out = inference._keep_confirmed_components(labels, confirmed)
+    assert not out[0:2].any()
+    assert np.array_equal(out[3:5], labels[3:5])
+
+
+def test_predict_with_calibration_agrees_between_labels_and_scores(tiny_registry, tmp_path):
+    entry = json.loads(tiny_registry.read_text())["models"][0]
+    ct, brain = small_ct()
+    for intercept, expect_labels in ((-50.0, False), (50.0, None)):
+        entry["detection"] = dict(entry["detection"], slice_calibration=_calibration(0.0, intercept))
+        registry = tmp_path / f"cal{intercept}.json"
+        registry.write_text(json.dumps({"models": [entry]}))
+        pred = predict(ct, brain, load_model(registry=registry, device="cpu"))
+        assert pred.scan_probabilities["any"] == pytest.approx(1 / (1 + np.exp(-intercept)), abs=1e-6)
+        if expect_labels is False:  # every slice called normal: nothing segmented, all subtypes ~0
+            assert not pred.labels.any()
+            assert max(pred.scan_probabilities.values()) < 1e-6
+        else:  # every slice confirmed: the labels are the network's own
+            raw = predict(ct, brain, load_model(registry=tiny_registry, device="cpu"))
+            assert np.array_equal(pred.labels, raw.labels)

@@ -4,10 +4,8 @@ held-out synthetic insertions. Every series is scored by a model whose training 
 
 - each normal series by the fold model trained on the other five normal hosts;
 - the 6 positive series alternately by the two fold models (default, ``--positives-by folds``: every series
-  then meets a 5-host model, so a slice calibration fitted on these features sees no model-type confound),
+  then meets a model trained the same way, on 5 hosts),
   or by the full model (``--positives-by full``; trained on synthetic hemorrhage in the 10 normals only);
-- with ``--calibration``, each series' slices are calibrated by the fit that left that series out
-  (``fit_slice_calibration.py``), and synthetic insertions by the fit that left their host out;
 - synthetic insertions (native grid, fresh seeds) into a normal host by the fold model that did not train on
   (or insert training lesions into) that host.
 
@@ -53,14 +51,6 @@ def model_from_weights(path: Path, spec: dict, name: str) -> LoadedModel:
     net.eval()
     entry = dict(spec, name=name, version=Path(path).stem)
     return LoadedModel(spec=entry, network=net, device=torch.device("cpu"))
-
-
-def with_calibration(model: LoadedModel, calibrations: dict | None, series: str) -> LoadedModel:
-    """The model with the slice calibration fitted without ``series`` (leave-one-series-out), if any."""
-    if not calibrations:
-        return model
-    detection = dict(model.spec["detection"], slice_calibration=calibrations["loso"][series])
-    return LoadedModel(spec=dict(model.spec, detection=detection), network=model.network, device=model.device)
 
 
 def scorer_for(name: str, positive: bool, args: argparse.Namespace, fold_of: dict[str, str],
@@ -148,7 +138,7 @@ def evaluate_real(args: argparse.Namespace, spec: dict, models: dict[str, Loaded
             continue
         ct, brain = read_series(args.data / "rsna" / name, args.native_cache)
         t0 = time.time()
-        pred = predict(ct, brain, with_calibration(models[model_key], args.calibrations, name))
+        pred = predict(ct, brain, models[model_key])
         seconds = time.time() - t0
         base = threshold_baseline(ct, brain)
         outside = int((pred.labels[~brain] > 0).sum())
@@ -160,9 +150,6 @@ def evaluate_real(args: argparse.Namespace, spec: dict, models: dict[str, Loaded
             rows.append({"series": name, "uid": uid, "k": k, "truth": slice_truth[uid],
                          "prob": {key: float(pred.slice_probabilities[k, c])
                                   for c, key in enumerate(DETECTION_KEYS)},
-                         "raw_prob": {key: float(pred.raw_slice_probabilities[k, c])
-                                      for c, key in enumerate(DETECTION_KEYS)},
-                         "features": [float(v) for v in pred.slice_features[k]],
                          "baseline_area_mm2": float(base.slice_area_mm2[k])})
         vols = {s.key: float((pred.labels == s.label).sum() * ct.voxel_volume_mm3 / 1000) for s in SUBTYPES}
         per_series.append({"series": name, "positive": positive, "scored_by": model_key,
@@ -244,7 +231,7 @@ def evaluate_synthetic(args: argparse.Namespace, models: dict[str, LoadedModel])
                 except ValueError as exc:
                     print(f"  {host[:11]} label {label}: {exc}")
                     continue
-                pred = predict(ct2, brain, with_calibration(models[scorer], args.calibrations, host))
+                pred = predict(ct2, brain, models[scorer])
                 base = threshold_baseline(ct2, brain)
                 t, p = truth == label, pred.labels == label
                 vt, vp = t.sum(), p.sum()
@@ -332,8 +319,6 @@ def main() -> None:
     p.add_argument("--synthetic-hosts", type=int, default=5, help="hosts per fold for synthetic insertions")
     p.add_argument("--positives-by", choices=["full", "folds"], default="folds",
                    help="score the positive series by the full model or alternately by the fold models")
-    p.add_argument("--calibration", type=Path, default=None,
-                   help="slice calibrations from fit_slice_calibration.py (the leave-one-series-out fits)")
     p.add_argument("--skip-real", action="store_true")
     p.add_argument("--skip-synthetic", action="store_true")
     p.add_argument("--seed", type=int, default=777)
@@ -342,7 +327,6 @@ def main() -> None:
     p.add_argument("--markdown", type=Path, default=None)
     p.add_argument("--overlays", type=Path, default=None)
     args = p.parse_args()
-    args.calibrations = json.loads(args.calibration.read_text()) if args.calibration else None
     torch.set_num_threads(args.threads)
     spec = load_spec(args.spec)
     models = {"full": model_from_weights(args.full, spec, "full")}

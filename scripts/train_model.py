@@ -152,13 +152,16 @@ class Sampler:
         self.n_context = int(self.spec_in.get("context_slices", 1))
         self.rng, self.crop = rng, crop
         self.cases, self.clean = [], []
+        paths: list[Path] = []
         for host in hosts:
             d = np.load(cache / "net" / f"{host}.npz")
             self.clean.append((d["hu"], d["brain"], context_offset(self.spec_in, float(d["dz"]))))
-            for p in sorted((cache / synth_dir).glob(f"{host}_*.npz")):
-                c = np.load(p)
-                self.cases.append((c["hu"], c["labels"], c["brain"], int(c["offset"]),
-                                   bool(c["at_start"]), bool(c["at_end"])))
+            for folder in synth_dir.split(","):
+                paths.extend(sorted((cache / folder).glob(f"{host}_*.npz")))
+        for p in paths:
+            c = np.load(p)
+            self.cases.append((c["hu"], c["labels"], c["brain"], int(c["offset"]),
+                               bool(c["at_start"]), bool(c["at_end"])))
         if not self.cases:
             raise SystemExit(f"no synthetic cases for hosts {hosts}: run 'synth' first")
         self.hard: list[np.ndarray] = []  # per host: (k, v, u) of pixels an earlier model called blood
@@ -337,7 +340,8 @@ def main() -> None:
                    default=SHARED / "data/lesion-shapes/blast-ct_scan_0_segmentation.nii.gz")
     p.add_argument("--hosts", default="all", help="fold0 | fold1 | all | comma-separated series")
     p.add_argument("--cases", type=int, default=40, help="synthetic cases per host")
-    p.add_argument("--synth-dir", default="synth", help="folder of the synthetic cases inside the cache")
+    p.add_argument("--synth-dir", default="synth",
+                   help="folder(s) of the synthetic cases inside the cache, comma-separated")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--crop", type=int, default=160)

@@ -38,52 +38,6 @@ class Prediction:
     scan_probabilities: dict[str, float]  # keys constants.DETECTION_KEYS
     model_name: str
     model_version: str
-    slice_features: np.ndarray | None = None  # (nk, len(SLICE_FEATURES)): what the slice calibration reads
-    raw_slice_probabilities: np.ndarray | None = None  # before calibration (== slice_probabilities without)
-
-
-# per-slice features read by a model's optional ``detection.slice_calibration`` (logistic regression fitted
-# on real slice labels by scripts/fit_slice_calibration.py)
-SLICE_FEATURES = ("logit_any", "logit_IPH", "logit_IVH", "logit_SAH", "logit_SDH", "logit_EDH",
-                  "log_area_mm2", "near_bone_fraction", "relative_brain_area", "mean_hu_100")
-BONE_HU = 300.0
-NEAR_BONE_MM = 4.0
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-4, 1 - 1e-4)
-    return np.log(p / (1 - p))
-
-
-def calibrate_slices(features: np.ndarray, raw: np.ndarray, calibration: dict) -> np.ndarray:
-    """Calibrated slice probabilities: p(any) from the logistic model on ``features``; each subtype's score
-    is capped by it (a subtype cannot be likelier than any hemorrhage)."""
-    names = list(calibration["features"])
-    index = [SLICE_FEATURES.index(n) for n in names]
-    z = (features[:, index] - np.asarray(calibration["mean"])) / np.asarray(calibration["std"])
-    p_any = 1.0 / (1.0 + np.exp(-(z @ np.asarray(calibration["coef"]) + float(calibration["intercept"]))))
-    out = np.minimum(raw, p_any[:, None])
-    out[:, 0] = p_any
-    return out.astype(np.float32)
-
-
-def _keep_confirmed_components(labels: np.ndarray, confirmed_slices: np.ndarray) -> np.ndarray:
-    """Zero the hemorrhage components (3D, 26-connected) that touch no slice whose calibrated p(any) is
-    >= 0.5, so the label map and the detection agree (a scan called normal has no segmented blood)."""
-    from scipy import ndimage
-
-    if not labels.any():
-        return labels
-    comps, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
-        return labels
-    keep = np.zeros(n + 1, bool)
-    for k in np.flatnonzero(confirmed_slices):
-        keep[np.unique(comps[k])] = True
-    keep[0] = False
-    out = labels.copy()
-    out[~keep[comps]] = 0
-    return out
 
 
 @dataclass
@@ -311,10 +265,6 @@ def predict(ct: CTVolume, brain: np.ndarray, model: LoadedModel,
 
     labels = np.zeros(ct.shape, np.uint8)
     slice_probs = np.zeros((nk, len(DETECTION_KEYS)), np.float32)
-    features = np.zeros((nk, len(SLICE_FEATURES)), np.float32)
-    brain_area = brain_net.reshape(nk, -1).sum(1).astype(np.float32)
-    features[:, SLICE_FEATURES.index("relative_brain_area")] = brain_area / max(float(brain_area.max()), 1.0)
-    bone_radius = max(1, int(round(NEAR_BONE_MM / float(spec_in["spacing_mm"]))))
     v, u = grid.net_coords()
     js = np.flatnonzero(brain.any(axis=(0, 2)))
     is_ = np.flatnonzero(brain.any(axis=(0, 1)))
@@ -332,16 +282,6 @@ def predict(ct: CTVolume, brain: np.ndarray, model: LoadedModel,
                 bmask = torch.as_tensor(brain_net[ks]).reshape(len(ks), -1)
                 scores = _top_mean(lesion.reshape(len(ks), n_classes, -1), bmask, top_k)
                 slice_probs[ks] = scores.numpy()
-                found = (lesion[:, 0] >= 0.5) & torch.as_tensor(brain_net[ks])
-                hu_ks = torch.as_tensor(hu_net[ks])
-                near_bone = F.max_pool2d((hu_ks > BONE_HU).float()[:, None], 2 * bone_radius + 1, stride=1,
-                                         padding=bone_radius)[:, 0] > 0
-                area = found.reshape(len(ks), -1).sum(1).float()
-                features[ks, SLICE_FEATURES.index("log_area_mm2")] = torch.log1p(area * pixel_mm2).numpy()
-                features[ks, SLICE_FEATURES.index("near_bone_fraction")] = (
-                    (found & near_bone).reshape(len(ks), -1).sum(1).float() / area.clamp(min=1)).numpy()
-                features[ks, SLICE_FEATURES.index("mean_hu_100")] = (
-                    (hu_ks * found).reshape(len(ks), -1).sum(1) / area.clamp(min=1) / 100.0).numpy()
                 # back onto the CT grid (brain bounding box only): argmax where the opened lesion map says
                 # hemorrhage, zero outside the brain
                 both = torch.cat([prob, lesion[:, :1]], 1)
@@ -353,16 +293,9 @@ def predict(ct: CTVolume, brain: np.ndarray, model: LoadedModel,
                 labels[ks, j0:j1, i0:i1] = lab
                 report("segmenting", min(1.0, (n0 + len(ks)) / active.size))
     slice_probs = np.clip(slice_probs, 0.0, 1.0)
-    features[:, :len(DETECTION_KEYS)] = _logit(slice_probs)
-    raw_probs = slice_probs
-    calibration = model.spec["detection"].get("slice_calibration")
-    if calibration:
-        slice_probs = calibrate_slices(features, raw_probs, calibration)
-        labels = _keep_confirmed_components(labels, slice_probs[:, 0] >= 0.5)
     scan = {key: float(slice_probs[:, c].max()) if nk else 0.0 for c, key in enumerate(DETECTION_KEYS)}
     return Prediction(labels=labels, slice_probabilities=slice_probs, scan_probabilities=scan,
-                      model_name=model.name, model_version=model.version, slice_features=features,
-                      raw_slice_probabilities=raw_probs)
+                      model_name=model.name, model_version=model.version)
 
 
 @lru_cache(maxsize=1)

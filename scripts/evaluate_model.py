@@ -319,6 +319,10 @@ def main() -> None:
     p.add_argument("--synthetic-hosts", type=int, default=5, help="hosts per fold for synthetic insertions")
     p.add_argument("--positives-by", choices=["full", "folds"], default="folds",
                    help="score the positive series by the full model or alternately by the fold models")
+    p.add_argument("--opening-px", type=int, default=None,
+                   help="override the spec's in-plane opening of the lesion maps for the scores")
+    p.add_argument("--label-opening-px", type=int, default=None,
+                   help="override the spec's opening of the any-lesion map that decides the labels")
     p.add_argument("--skip-real", action="store_true")
     p.add_argument("--skip-synthetic", action="store_true")
     p.add_argument("--seed", type=int, default=777)
@@ -329,6 +333,9 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     spec = load_spec(args.spec)
+    for key in ("opening_px", "label_opening_px"):
+        if getattr(args, key) is not None:
+            spec["detection"] = dict(spec["detection"], **{key: getattr(args, key)})
     models = {"full": model_from_weights(args.full, spec, "full")}
     for key in ("fold0", "fold1"):
         if getattr(args, key):

@@ -262,6 +262,7 @@ def predict(ct: CTVolume, brain: np.ndarray, model: LoadedModel,
     top_k = max(1, int(round(float(model.spec["detection"]["top_area_mm2"]) / pixel_mm2)))
     batch = int(model.spec.get("inference_batch", 8))
     opening = int(model.spec["detection"].get("opening_px", 0))
+    label_opening = int(model.spec["detection"].get("label_opening_px", opening))
 
     labels = np.zeros(ct.shape, np.uint8)
     slice_probs = np.zeros((nk, len(DETECTION_KEYS)), np.float32)
@@ -282,9 +283,11 @@ def predict(ct: CTVolume, brain: np.ndarray, model: LoadedModel,
                 bmask = torch.as_tensor(brain_net[ks]).reshape(len(ks), -1)
                 scores = _top_mean(lesion.reshape(len(ks), n_classes, -1), bmask, top_k)
                 slice_probs[ks] = scores.numpy()
-                # back onto the CT grid (brain bounding box only): argmax where the opened lesion map says
-                # hemorrhage, zero outside the brain
-                both = torch.cat([prob, lesion[:, :1]], 1)
+                # back onto the CT grid (brain bounding box only): argmax where the lesion map (opened with
+                # the label opening, which may differ from the scores') says blood; zero outside the brain
+                label_lesion = (lesion[:, :1] if label_opening == opening
+                                else _grey_opening(1.0 - prob[:, :1], label_opening))
+                both = torch.cat([prob, label_lesion], 1)
                 native = F.grid_sample(both, back.expand(len(ks), -1, -1, -1), mode="bilinear",
                                        padding_mode="border", align_corners=True)
                 lab = native[:, :n_classes].argmax(1).numpy().astype(np.uint8)

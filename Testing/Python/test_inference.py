@@ -190,3 +190,24 @@ def test_registry_copy_with_shipped_weights_loads(tmp_path):
     shutil.copy(MODELS_JSON.parent / entry["file"], tmp_path / entry["file"])
     (tmp_path / "Models.json").write_text(json.dumps({"models": [entry]}))
     assert load_model(registry=tmp_path / "Models.json", device="cpu").name == entry["name"]
+
+
+def test_label_opening_only_changes_the_labels(tiny_registry, tmp_path):
+    """A smaller opening for the labels than for the scores keeps the scores and labels a superset
+    (opening by a 3x3 square is never below opening by a 5x5 one)."""
+    entry = json.loads(tiny_registry.read_text())["models"][0]
+    ct, brain = small_ct()
+    preds = {}
+    for label_opening in (2, 1):
+        entry["detection"] = dict(entry["detection"], opening_px=2, label_opening_px=label_opening)
+        registry = tmp_path / f"open{label_opening}.json"
+        registry.write_text(json.dumps({"models": [entry]}))
+        preds[label_opening] = predict(ct, brain, load_model(registry=registry, device="cpu"))
+    assert np.array_equal(preds[1].slice_probabilities, preds[2].slice_probabilities)
+    wide, narrow = preds[1].labels > 0, preds[2].labels > 0
+    assert not (narrow & ~wide).any()
+    # a 4-pixel-wide stripe (a thin rim) survives the 3x3 opening but not the 5x5 one
+    stripe = torch.zeros(1, 1, 20, 20)
+    stripe[..., 8:12, :] = 1.0
+    assert inference._grey_opening(stripe, 1)[0, 0, 8:12, 2:18].min() == 1.0
+    assert inference._grey_opening(stripe, 2).max() == 0.0

@@ -164,6 +164,9 @@ class Sampler:
                                bool(c["at_start"]), bool(c["at_end"])))
         if not self.cases:
             raise SystemExit(f"no synthetic cases for hosts {hosts}: run 'synth' first")
+        # indices of the cases holding each subtype (for --balance-subtypes)
+        self.cases_with = {t: [n for n, c in enumerate(self.cases) if (c[1] == t).any()] for t in range(1, 6)}
+        self.balance_subtypes = False
         self.hard: list[np.ndarray] = []  # per host: (k, v, u) of pixels an earlier model called blood
         self.hard_fraction = 0.0
 
@@ -202,13 +205,18 @@ class Sampler:
     def sample(self, positive: bool) -> tuple[np.ndarray, np.ndarray]:
         rng = self.rng
         if positive:
-            hu, lab, brain, offset, _, _ = self.cases[int(rng.integers(len(self.cases)))]
+            # balanced: pick a subtype first, then a case, slice and pixel holding it (rare subtypes such
+            # as IVH casts are otherwise seen far less often than IPH)
+            target = int(rng.integers(1, 6)) if self.balance_subtypes else 0
+            pool = self.cases_with[target] if target and self.cases_with[target] else range(len(self.cases))
+            hu, lab, brain, offset, _, _ = self.cases[pool[int(rng.integers(len(pool)))]]
             nk = hu.shape[0]
-            lesion_ks = np.flatnonzero(lab.any(axis=(1, 2)))
+            has = (lab == target) if target and (lab == target).any() else (lab > 0)
+            lesion_ks = np.flatnonzero(has.any(axis=(1, 2)))
             k = int(rng.choice(lesion_ks)) if rng.random() < 0.85 else int(rng.integers(nk))
             x = make_channels(hu.astype(np.float32), [k], offset, self.windows, self.n_context)[0]
             y = lab[k]
-            pts = np.argwhere(y > 0)
+            pts = np.argwhere(has[k])
             if pts.size and rng.random() < 0.9:
                 cj, ci = pts[int(rng.integers(len(pts)))] + rng.integers(-40, 41, 2)
             else:
@@ -260,6 +268,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.init:
         net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
         print(f"fine-tuning from {args.init}")
+    sampler.balance_subtypes = args.balance_subtypes
     if args.hard_fraction:
         n_hard = sampler.mine_hard_negatives(net)
         sampler.hard_fraction = args.hard_fraction
@@ -288,7 +297,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             torch.save(net.state_dict(), args.out)
     torch.save(net.state_dict(), args.out)
     meta = {"hosts": hosts, "synth_dir": args.synth_dir, "init": str(args.init) if args.init else None,
-            "hard_fraction": args.hard_fraction, "positive_fraction": args.positive_fraction,
+            "hard_fraction": args.hard_fraction, "balance_subtypes": args.balance_subtypes,
+            "positive_fraction": args.positive_fraction,
             "steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr,
             "seed": args.seed, "synthetic_cases": len(sampler.cases), "final_loss": running,
             "train_seconds": round(time.time() - t0, 1)}
@@ -349,6 +359,8 @@ def main() -> None:
     p.add_argument("--positive-fraction", type=float, default=0.7)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--init", type=Path, default=None, help="train: start from these weights (fine-tune)")
+    p.add_argument("--balance-subtypes", action="store_true",
+                   help="train: positive crops pick a subtype uniformly first, then a case holding it")
     p.add_argument("--hard-fraction", type=float, default=0.0,
                    help="train: share of negative crops centred on pixels the starting model calls blood")
     p.add_argument("--seed", type=int, default=20261125)

@@ -42,7 +42,8 @@ def test_inserted_iph_is_found_and_segmented(model, normal_series):
     assert not after.labels[~brain].any()
     assert after.scan_probabilities["any"] > 0.5
     assert after.scan_probabilities["IPH"] > 0.5
-    assert after.scan_probabilities["any"] > before.scan_probabilities["any"]
+    # (scan "any" of this normal is already ~1 from skull-base false positives: see the model card)
+    assert after.scan_probabilities["IPH"] > before.scan_probabilities["IPH"] + 0.3
     assert dice(after.labels > 0, truth > 0) > 0.6
     predicted_ml = (after.labels == 1).sum() * ct.voxel_volume_mm3 / 1000
     assert predicted_ml == pytest.approx(lesion.volume_ml, rel=0.35)

@@ -10,7 +10,7 @@ held-out synthetic insertions. Every series is scored by a model whose training 
   (or insert training lesions into) that host.
 
 Example:
-  python scripts/evaluate_model.py --full ICHAnalyzer/ICHAnalyzerLib/models/ich-unet2d-1.pt \\
+  python scripts/evaluate_model.py --full ICHAnalyzer/ICHAnalyzerLib/models/ich-unet2d-2.pt \\
       --fold0 /work/cache-model/fold0.pt --fold1 /work/cache-model/fold1.pt \\
       --out /work/cache-model/eval.json --markdown /work/cache-model/eval.md --overlays docs/overlays
 """

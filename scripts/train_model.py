@@ -254,6 +254,82 @@ class Sampler:
                 torch.as_tensor(np.stack([p[1] for p in pairs])))
 
 
+SLICE_LABEL_COLUMNS = ("any", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "epidural")
+
+
+def positive_series_for(spec: str, data: Path) -> list[str]:
+    """Positive (hemorrhage) series whose slice labels a model may learn from: never those it is evaluated on.
+
+    evaluate_model.py scores positive series n (sorted) with fold ``n % 2``; so fold0 learns from the odd
+    ones, fold1 from the even ones, and the shipped model (``all``) from every one.
+    """
+    table = series_table(data)
+    positives = sorted(s for s, row in table.items() if int(row["positive_slices_any"]) > 0)
+    if spec == "all":
+        return positives
+    if spec in ("fold0", "fold1"):
+        return [s for n, s in enumerate(positives) if n % 2 != int(spec[-1])]
+    return []
+
+
+class SliceLabelSampler:
+    """Whole real slices with their expert slice-level labels (weak supervision, multiple-instance)."""
+
+    def __init__(self, spec: dict, cache: Path, data: Path, series: list[str],
+                 rng: np.random.Generator) -> None:
+        self.windows = spec["input"]["windows"]
+        self.n_context = int(spec["input"].get("context_slices", 1))
+        self.rng = rng
+        with open(data / "rsna" / "slice_labels.csv") as f:
+            labels = {Path(r["sop_file"]).stem: [int(r[c]) for c in SLICE_LABEL_COLUMNS]
+                      for r in csv.DictReader(f)}
+        self.volumes, self.positive, self.negative = [], [], []
+        for name in series:
+            d = np.load(cache / "net" / f"{name}.npz")
+            v = len(self.volumes)
+            self.volumes.append((d["hu"], d["brain"], context_offset(spec["input"], float(d["dz"]))))
+            for uid, gk in zip(d["uids"], d["grid_k"], strict=True):
+                if str(uid) not in labels:
+                    continue
+                k = int(np.clip(round(float(gk)), 0, d["hu"].shape[0] - 1))
+                if not d["brain"][k].any():
+                    continue
+                y = labels[str(uid)]
+                # network classes: 0 background, 1 IPH, 2 IVH, 3 SAH, 4 SDH, 5 EDH -> targets for 1..5
+                target = np.array([y[0], y[2], y[3], y[4], y[5], y[1]], np.float32)
+                (self.positive if y[0] else self.negative).append((v, k, target))
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x, brain mask, targets [any, IPH, IVH, SAH, SDH, EDH]): half positive, half negative slices."""
+        xs, masks, ts = [], [], []
+        for n in range(size):
+            pool = self.positive if (n % 2 == 0 and self.positive) else self.negative
+            v, k, target = pool[int(self.rng.integers(len(pool)))]
+            hu, brain, offset = self.volumes[v]
+            x = make_channels(hu.astype(np.float32), [k], offset, self.windows, self.n_context)[0]
+            m = brain[k]
+            if self.rng.random() < 0.5:
+                x, m = x[..., ::-1], m[..., ::-1]
+            xs.append(np.ascontiguousarray(x))
+            masks.append(np.ascontiguousarray(m))
+            ts.append(target)
+        return torch.as_tensor(np.stack(xs)), torch.as_tensor(np.stack(masks)), torch.as_tensor(np.stack(ts))
+
+
+def mil_loss(logits: torch.Tensor, brain: torch.Tensor, targets: torch.Tensor,
+             top_k: int = 12) -> torch.Tensor:
+    """Multiple-instance loss: a slice's score per finding = mean of its top-k pixel probabilities inside
+    the brain (the detection rule's pooling), against the slice label (binary cross-entropy)."""
+    prob = torch.softmax(logits, 1)
+    maps = torch.cat([1.0 - prob[:, :1], prob[:, 1:]], 1)  # any, IPH, IVH, SAH, SDH, EDH
+    flat = torch.where(brain[:, None].reshape(len(brain), 1, -1), maps.reshape(len(brain), 6, -1),
+                       torch.zeros(()))
+    scores = flat.topk(top_k, dim=-1).values.mean(-1).clamp(1e-4, 1 - 1e-4)
+    weights = torch.tensor([2.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    bce = -(targets * torch.log(scores) + (1 - targets) * torch.log(1 - scores))
+    return (bce * weights).sum(1).mean() / weights.sum()
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from monai.losses import DiceCELoss
 
@@ -274,6 +350,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         sampler.hard_fraction = args.hard_fraction
         print(f"hard negatives: {n_hard} pixels on the clean host slices; {args.hard_fraction:.0%} of "
               "negative crops centred on them")
+    weak = None
+    if args.weak_slices:
+        weak_series = positive_series_for(args.hosts, args.data)
+        weak = SliceLabelSampler(spec, args.cache, args.data, weak_series, rng)
+        print(f"weak supervision: slice labels of {len(weak_series)} positive series "
+              f"({', '.join(s[:11] for s in weak_series)}): {len(weak.positive)} positive and "
+              f"{len(weak.negative)} negative slices, {args.weak_slices} per step")
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True,
@@ -285,6 +368,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     for step in bar:
         x, y = sampler.batch(args.batch, args.positive_fraction)
         loss = loss_fn(net(x), y[:, None])
+        if weak is not None:
+            wx, wmask, wt = weak.batch(args.weak_slices)
+            loss = loss + args.weak_weight * mil_loss(net(wx), wmask, wt)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -298,6 +384,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     torch.save(net.state_dict(), args.out)
     meta = {"hosts": hosts, "synth_dir": args.synth_dir, "init": str(args.init) if args.init else None,
             "hard_fraction": args.hard_fraction, "balance_subtypes": args.balance_subtypes,
+            "weak_slices": args.weak_slices, "weak_weight": args.weak_weight,
+            "weak_series": positive_series_for(args.hosts, args.data) if args.weak_slices else [],
             "positive_fraction": args.positive_fraction,
             "steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr,
             "seed": args.seed, "synthetic_cases": len(sampler.cases), "final_loss": running,
@@ -359,6 +447,11 @@ def main() -> None:
     p.add_argument("--positive-fraction", type=float, default=0.7)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--init", type=Path, default=None, help="train: start from these weights (fine-tune)")
+    p.add_argument("--weak-slices", type=int, default=0,
+                   help="train: whole real slices per step with multiple-instance loss on their slice labels "
+                        "(positive series the model is never evaluated on; see positive_series_for)")
+    p.add_argument("--weak-weight", type=float, default=1.0,
+                   help="train: weight of the multiple-instance loss")
     p.add_argument("--balance-subtypes", action="store_true",
                    help="train: positive crops pick a subtype uniformly first, then a case holding it")
     p.add_argument("--hard-fraction", type=float, default=0.0,

@@ -1,0 +1,54 @@
+"""Training helpers (scripts/train_model.py, scripts/evaluate_model.py): the weak-supervision loss and the
+rule that no model learns from a series it is evaluated on."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+import train_model  # noqa: E402
+
+
+def _logits_with_blood(inside_brain: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One 32x32 slice: background everywhere except a 6x6 patch called IPH with high confidence."""
+    logits = torch.zeros(1, 6, 32, 32)
+    logits[:, 0] = 5.0
+    logits[0, 1, 4:10, 4:10] = 10.0
+    brain = torch.zeros(1, 32, 32, dtype=torch.bool)
+    if inside_brain:
+        brain[0, 2:30, 2:30] = True
+    else:
+        brain[0, 14:30, 14:30] = True
+    return logits, brain
+
+
+def test_mil_loss_scores_the_slice_from_its_brightest_brain_pixels():
+    iph_slice = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0, 0.0]])
+    normal_slice = torch.zeros(1, 6)
+    logits, brain = _logits_with_blood(inside_brain=True)
+    right = train_model.mil_loss(logits, brain, iph_slice)
+    wrong = train_model.mil_loss(logits, brain, normal_slice)
+    assert right < 0.1 < wrong
+    # the same blood outside the brain mask does not count: the IPH label is then badly explained
+    logits_out, brain_out = _logits_with_blood(inside_brain=False)
+    assert train_model.mil_loss(logits_out, brain_out, iph_slice) > wrong / 2
+    assert train_model.mil_loss(logits_out, brain_out, normal_slice) < 0.1
+
+
+def test_no_model_learns_the_slice_labels_of_a_series_it_scores(shared_cache):
+    import evaluate_model
+
+    positives = train_model.positive_series_for("all", shared_cache)
+    assert len(positives) == 6
+    fold_of: dict[str, str] = {}
+    args = type("Args", (), {"positives_by": "folds"})()
+    scored = {f: {s for s in positives if evaluate_model.scorer_for(s, True, args, fold_of, positives) == f}
+              for f in ("fold0", "fold1")}
+    for fold in ("fold0", "fold1"):
+        learned = set(train_model.positive_series_for(fold, shared_cache))
+        assert learned and not learned & scored[fold]
+        assert learned | scored[fold] == set(positives)

@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -36,11 +35,20 @@ sys.path.insert(0, str(REPO / "scripts"))
 from ICHAnalyzerLib import synthesis  # noqa: E402
 from ICHAnalyzerLib.baseline import threshold_baseline  # noqa: E402
 from ICHAnalyzerLib.constants import DETECTION_KEYS, SUBTYPES  # noqa: E402
+from ICHAnalyzerLib.figures import render_overlay  # noqa: E402
 from ICHAnalyzerLib.inference import LoadedModel, build_network, predict  # noqa: E402
-from train_model import DEFAULT_DATA, DEFAULT_SPEC, hosts_for, load_spec, read_series  # noqa: E402
+from train_model import (  # noqa: E402
+    DEFAULT_DATA,
+    DEFAULT_SPEC,
+    fold_scoring_positive,
+    hosts_for,
+    load_spec,
+    positive_series,
+    read_series,
+    read_slice_labels,
+    series_table,
+)
 
-LABEL_COLUMNS = {"any": "any", "IPH": "intraparenchymal", "IVH": "intraventricular", "SAH": "subarachnoid",
-                 "SDH": "subdural", "EDH": "epidural"}
 SCAN_THRESHOLD = 0.5  # fixed a priori, never tuned on these series
 BASELINE_SCAN_ML = 1.0  # baseline flags a scan with at least this much blood-density volume (a priori)
 
@@ -60,7 +68,7 @@ def scorer_for(name: str, positive: bool, args: argparse.Namespace, fold_of: dic
         return "fold1" if fold_of[name] == "fold0" else "fold0"
     if args.positives_by == "full":
         return "full"
-    return ("fold0", "fold1")[positives.index(name) % 2]  # every series scored by a 5-host model
+    return fold_scoring_positive(positives.index(name))  # every series scored by a 5-host model
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -89,46 +97,11 @@ def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, n:
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
-def read_slice_labels(data: Path) -> dict[str, dict[str, int]]:
-    with open(data / "rsna" / "slice_labels.csv") as f:
-        return {Path(r["sop_file"]).stem: {k: int(r[c]) for k, c in LABEL_COLUMNS.items()}
-                for r in csv.DictReader(f)}
-
-
-def render_overlay_png(ct_hu: np.ndarray, labels: np.ndarray, ks: list[int], path: Path, title: str) -> None:
-    """Brain-window slices with the predicted labels (subtype colours), as a small palette PNG."""
-    from PIL import Image, ImageDraw
-
-    tile = 224
-    colors = {s.label: np.array(s.color) for s in SUBTYPES}
-    tiles = []
-    for k in ks:
-        g = np.clip((ct_hu[k].astype(np.float32) - 0.0) / 80.0, 0, 1)
-        rgb = np.repeat(g[..., None], 3, -1)
-        for lab, col in colors.items():
-            m = labels[k] == lab
-            rgb[m] = 0.45 * rgb[m] + 0.55 * col
-        im = Image.fromarray((rgb * 255).astype(np.uint8)).resize((tile, tile), Image.BILINEAR)
-        ImageDraw.Draw(im).text((4, 4), f"k={k}", fill=(255, 255, 0))
-        tiles.append(im)
-    cols = min(4, len(tiles))
-    rows = (len(tiles) + cols - 1) // cols
-    sheet = Image.new("RGB", (cols * tile, rows * tile + 16))
-    ImageDraw.Draw(sheet).text((4, 2), title, fill=(255, 255, 255))
-    for n, im in enumerate(tiles):
-        sheet.paste(im, ((n % cols) * tile, 16 + (n // cols) * tile))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.convert("P", palette=Image.ADAPTIVE, colors=128).save(path, optimize=True)
-
-
 def evaluate_real(args: argparse.Namespace, spec: dict, models: dict[str, LoadedModel]) -> dict:
-    import csv as _csv
-
-    with open(args.data / "rsna" / "series.csv") as f:
-        table = {r["series_dir"]: r for r in _csv.DictReader(f)}
+    table = series_table(args.data)
     slice_truth = read_slice_labels(args.data)
     fold_of = {h: f for f in ("fold0", "fold1") for h in hosts_for(f, args.data)}
-    positives = sorted(n for n in table if int(table[n]["positive_slices_any"]) > 0)
+    positives = positive_series(args.data)
     rows, per_series = [], []
     for name in sorted(table):
         positive = int(table[name]["positive_slices_any"]) > 0
@@ -167,13 +140,8 @@ def evaluate_real(args: argparse.Namespace, spec: dict, models: dict[str, Loaded
             title = (f"{name[:11]}: predicted labels on labelled-positive slices "
                      f"(model {models[model_key].name})")
             out_png = args.overlays / f"{name[:11]}.png"
-            try:
-                from ICHAnalyzerLib.figures import render_overlay
-
-                layers = [(pred.labels == s.label, s.color, s.key) for s in SUBTYPES]
-                render_overlay(ct, layers, out_png, slices=ks, columns=4, title=title)
-            except ImportError:
-                render_overlay_png(ct.hu, pred.labels, ks, out_png, title)
+            layers = [(pred.labels == s.label, s.color, s.key) for s in SUBTYPES]
+            render_overlay(ct, layers, out_png, slices=ks, columns=4, title=title)
     return {"slices": rows, "series": per_series}
 
 

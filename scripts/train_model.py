@@ -33,8 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "ICHAnalyzer"))
 
 from ICHAnalyzerLib import synthesis  # noqa: E402
+from ICHAnalyzerLib.constants import DETECTION_KEYS  # noqa: E402
 from ICHAnalyzerLib.inference import (  # noqa: E402
     NetworkGrid,
+    _top_mean,
     build_network,
     context_offset,
     make_channels,
@@ -59,6 +61,26 @@ def series_table(data: Path) -> dict[str, dict]:
 
 def normal_hosts(data: Path) -> list[str]:
     return sorted(s for s, row in series_table(data).items() if int(row["positive_slices_any"]) == 0)
+
+
+def positive_series(data: Path) -> list[str]:
+    return sorted(s for s, row in series_table(data).items() if int(row["positive_slices_any"]) > 0)
+
+
+def fold_scoring_positive(index: int) -> str:
+    """The fold model that scores the ``index``-th positive series (sorted) in the evaluation."""
+    return ("fold0", "fold1")[index % 2]
+
+
+SLICE_LABEL_COLUMNS = {"any": "any", "IPH": "intraparenchymal", "IVH": "intraventricular",
+                       "SAH": "subarachnoid", "SDH": "subdural", "EDH": "epidural"}
+
+
+def read_slice_labels(data: Path) -> dict[str, dict[str, int]]:
+    """Expert slice labels by SOPInstanceUID (file stem): {uid: {"any": 0/1, "IPH": 0/1, ...}}."""
+    with open(data / "rsna" / "slice_labels.csv") as f:
+        return {Path(r["sop_file"]).stem: {k: int(r[c]) for k, c in SLICE_LABEL_COLUMNS.items()}
+                for r in csv.DictReader(f)}
 
 
 def hosts_for(spec: str, data: Path) -> list[str]:
@@ -146,7 +168,7 @@ class Sampler:
     """2.5D training samples: synthetic lesion slices and clean host slices, random crops and flips."""
 
     def __init__(self, spec: dict, cache: Path, hosts: list[str], rng: np.random.Generator,
-                 crop: int, synth_dir: str = "synth") -> None:
+                 crop: int, synth_dir: str = "synth", balance_subtypes: bool = False) -> None:
         self.spec_in = spec["input"]
         self.windows = self.spec_in["windows"]
         self.n_context = int(self.spec_in.get("context_slices", 1))
@@ -164,9 +186,10 @@ class Sampler:
                                bool(c["at_start"]), bool(c["at_end"])))
         if not self.cases:
             raise SystemExit(f"no synthetic cases for hosts {hosts}: run 'synth' first")
-        # indices of the cases holding each subtype (for --balance-subtypes)
-        self.cases_with = {t: [n for n, c in enumerate(self.cases) if (c[1] == t).any()] for t in range(1, 6)}
-        self.balance_subtypes = False
+        # indices of the cases holding each subtype: a pass over every label map, so only when balancing
+        self.balance_subtypes = balance_subtypes
+        self.cases_with = {t: [n for n, c in enumerate(self.cases) if (c[1] == t).any()]
+                           for t in range(1, 6)} if balance_subtypes else {}
         self.hard: list[np.ndarray] = []  # per host: (k, v, u) of pixels an earlier model called blood
         self.hard_fraction = 0.0
 
@@ -254,21 +277,17 @@ class Sampler:
                 torch.as_tensor(np.stack([p[1] for p in pairs])))
 
 
-SLICE_LABEL_COLUMNS = ("any", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "epidural")
-
-
 def positive_series_for(spec: str, data: Path) -> list[str]:
     """Positive (hemorrhage) series whose slice labels a model may learn from: never those it is evaluated on.
 
-    evaluate_model.py scores positive series n (sorted) with fold ``n % 2``; so fold0 learns from the odd
-    ones, fold1 from the even ones, and the shipped model (``all``) from every one.
+    The evaluation scores positive series n with ``fold_scoring_positive(n)``; a fold model learns from the
+    others, the shipped model (``all``) from every one.
     """
-    table = series_table(data)
-    positives = sorted(s for s, row in table.items() if int(row["positive_slices_any"]) > 0)
+    positives = positive_series(data)
     if spec == "all":
         return positives
     if spec in ("fold0", "fold1"):
-        return [s for n, s in enumerate(positives) if n % 2 != int(spec[-1])]
+        return [s for n, s in enumerate(positives) if fold_scoring_positive(n) != spec]
     return []
 
 
@@ -280,9 +299,7 @@ class SliceLabelSampler:
         self.windows = spec["input"]["windows"]
         self.n_context = int(spec["input"].get("context_slices", 1))
         self.rng = rng
-        with open(data / "rsna" / "slice_labels.csv") as f:
-            labels = {Path(r["sop_file"]).stem: [int(r[c]) for c in SLICE_LABEL_COLUMNS]
-                      for r in csv.DictReader(f)}
+        labels = read_slice_labels(data)
         self.volumes, self.positive, self.negative = [], [], []
         for name in series:
             d = np.load(cache / "net" / f"{name}.npz")
@@ -295,9 +312,8 @@ class SliceLabelSampler:
                 if not d["brain"][k].any():
                     continue
                 y = labels[str(uid)]
-                # network classes: 0 background, 1 IPH, 2 IVH, 3 SAH, 4 SDH, 5 EDH -> targets for 1..5
-                target = np.array([y[0], y[2], y[3], y[4], y[5], y[1]], np.float32)
-                (self.positive if y[0] else self.negative).append((v, k, target))
+                target = np.array([y[key] for key in DETECTION_KEYS], np.float32)  # any, then labels 1..5
+                (self.positive if y["any"] else self.negative).append((v, k, target))
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x, brain mask, targets [any, IPH, IVH, SAH, SDH, EDH]): half positive, half negative slices."""
@@ -322,9 +338,8 @@ def mil_loss(logits: torch.Tensor, brain: torch.Tensor, targets: torch.Tensor,
     the brain (the detection rule's pooling), against the slice label (binary cross-entropy)."""
     prob = torch.softmax(logits, 1)
     maps = torch.cat([1.0 - prob[:, :1], prob[:, 1:]], 1)  # any, IPH, IVH, SAH, SDH, EDH
-    flat = torch.where(brain[:, None].reshape(len(brain), 1, -1), maps.reshape(len(brain), 6, -1),
-                       torch.zeros(()))
-    scores = flat.topk(top_k, dim=-1).values.mean(-1).clamp(1e-4, 1 - 1e-4)
+    n = len(brain)
+    scores = _top_mean(maps.reshape(n, maps.shape[1], -1), brain.reshape(n, -1), top_k).clamp(1e-4, 1 - 1e-4)
     weights = torch.tensor([2.0, 1.0, 1.0, 1.0, 1.0, 1.0])
     bce = -(targets * torch.log(scores) + (1 - targets) * torch.log(1 - scores))
     return (bce * weights).sum(1).mean() / weights.sum()
@@ -338,19 +353,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     spec = load_spec(args.spec)
     rng = np.random.default_rng(args.seed)
     hosts = hosts_for(args.hosts, args.data)
-    sampler = Sampler(spec, args.cache, hosts, rng, args.crop, args.synth_dir)
+    sampler = Sampler(spec, args.cache, hosts, rng, args.crop, args.synth_dir, args.balance_subtypes)
     print(f"hosts {len(hosts)}: {', '.join(h[:11] for h in hosts)}; synthetic cases {len(sampler.cases)}")
     net = build_network(spec["architecture"])
     if args.init:
         net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
         print(f"fine-tuning from {args.init}")
-    sampler.balance_subtypes = args.balance_subtypes
     if args.hard_fraction:
         n_hard = sampler.mine_hard_negatives(net)
         sampler.hard_fraction = args.hard_fraction
         print(f"hard negatives: {n_hard} pixels on the clean host slices; {args.hard_fraction:.0%} of "
               "negative crops centred on them")
-    weak = None
+    weak, weak_series = None, []
     if args.weak_slices:
         weak_series = positive_series_for(args.hosts, args.data)
         weak = SliceLabelSampler(spec, args.cache, args.data, weak_series, rng)
@@ -385,7 +399,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     meta = {"hosts": hosts, "synth_dir": args.synth_dir, "init": str(args.init) if args.init else None,
             "hard_fraction": args.hard_fraction, "balance_subtypes": args.balance_subtypes,
             "weak_slices": args.weak_slices, "weak_weight": args.weak_weight,
-            "weak_series": positive_series_for(args.hosts, args.data) if args.weak_slices else [],
+            "weak_series": weak_series,
             "positive_fraction": args.positive_fraction,
             "steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr,
             "seed": args.seed, "synthetic_cases": len(sampler.cases), "final_loss": running,

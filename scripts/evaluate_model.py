@@ -149,7 +149,7 @@ def summarize_real(res: dict) -> dict:
     rows = res["slices"]
     groups = np.array([r["series"] for r in rows])
     out = {"slice_auc": {}, "slice_table": {}}
-    for key in ("any", "IPH", "IVH", "SAH", "SDH", "EDH"):
+    for key in DETECTION_KEYS:
         y = np.array([r["truth"][key] for r in rows])
         p = np.array([r["prob"][key] for r in rows])
         entry = {"positives": int(y.sum()), "negatives": int((y == 0).sum())}
@@ -160,6 +160,12 @@ def summarize_real(res: dict) -> dict:
         entry.update(tp=int((pred & (y == 1)).sum()), fp=int((pred & (y == 0)).sum()),
                      fn=int((~pred & (y == 1)).sum()), tn=int((~pred & (y == 0)).sum()))
         out["slice_auc"][key] = entry
+    # mean predicted slice probability by real slice label (a slice can carry several labels)
+    for label in (*DETECTION_KEYS[1:], "none"):
+        chosen = [r for r in rows if (r["truth"][label] if label != "none" else not r["truth"]["any"])]
+        if chosen:
+            means = {k: float(np.mean([r["prob"][k] for r in chosen])) for k in DETECTION_KEYS}
+            out["slice_table"][label] = {"n": len(chosen), **means}
     y = np.array([r["truth"]["any"] for r in rows])
     b = np.array([r["baseline_area_mm2"] for r in rows])
     out["baseline_slice_auc_any"] = {"auc": auc(b, y), "ci95": bootstrap_auc(b, y, groups)}
@@ -264,6 +270,10 @@ def _markdown_real(summary: dict) -> list[str]:
                      f"({e['ci95'][0]:.3f}-{e['ci95'][1]:.3f}) | {sens:.2f} / {spec:.2f} |")
     b = summary["baseline_slice_auc_any"]
     lines.append(f"| any (threshold baseline) | | {b['auc']:.3f} ({b['ci95'][0]:.3f}-{b['ci95'][1]:.3f}) | |")
+    lines += ["", "| slices labelled | n | " + " | ".join(f"p({k})" for k in DETECTION_KEYS) + " |",
+              "|---|---|" + "---|" * len(DETECTION_KEYS)]
+    for label, e in summary["slice_table"].items():
+        lines.append(f"| {label} | {e['n']} | " + " | ".join(f"{e[k]:.2f}" for k in DETECTION_KEYS) + " |")
     sc = summary["scan"]
     lines += ["", f"Scan level (any >= {SCAN_THRESHOLD}): positives flagged {sc['positives_flagged']}/"
               f"{sc['positives']}, normals not flagged {sc['normals_not_flagged']}/{sc['normals']}; baseline "

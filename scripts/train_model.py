@@ -173,11 +173,13 @@ class Sampler:
         self.windows = self.spec_in["windows"]
         self.n_context = int(self.spec_in.get("context_slices", 1))
         self.rng, self.crop = rng, crop
-        self.cases, self.clean = [], []
+        self.cases: list[tuple] = []
+        self.clean: list[tuple] = []  # (hu, brain, offset, slices that may serve as negatives)
         paths: list[Path] = []
         for host in hosts:
             d = np.load(cache / "net" / f"{host}.npz")
-            self.clean.append((d["hu"], d["brain"], context_offset(self.spec_in, float(d["dz"]))))
+            head_ks = np.flatnonzero((d["hu"] > -300).sum(axis=(1, 2)) > 2000)
+            self.clean.append((d["hu"], d["brain"], context_offset(self.spec_in, float(d["dz"])), head_ks))
             for folder in synth_dir.split(","):
                 paths.extend(sorted((cache / folder).glob(f"{host}_*.npz")))
         for p in paths:
@@ -193,6 +195,32 @@ class Sampler:
         self.hard: list[np.ndarray] = []  # per host: (k, v, u) of pixels an earlier model called blood
         self.hard_fraction = 0.0
 
+    def add_negative_slices(self, cache: Path, data: Path, series: list[str], margin: int = 1) -> int:
+        """Slices the experts labelled free of any hemorrhage, in series that do hold hemorrhage, as clean
+        negatives (every pixel background): other patients' skull base and vertex than the normal hosts'.
+
+        A slice is used only when no slice within ``margin`` of it (grid order) is labelled positive, so a
+        label given one slice off cannot teach the network that blood is background.
+        """
+        labels = read_slice_labels(data)
+        added = 0
+        for name in series:
+            d = np.load(cache / "net" / f"{name}.npz")
+            nk = d["hu"].shape[0]
+            positive = np.zeros(nk, bool)
+            known = np.zeros(nk, bool)
+            for uid, gk in zip(d["uids"], d["grid_k"], strict=True):
+                if str(uid) in labels:
+                    k = int(np.clip(round(float(gk)), 0, nk - 1))
+                    known[k] = True
+                    positive[k] |= bool(labels[str(uid)]["any"])
+            near_positive = np.convolve(positive, np.ones(2 * margin + 1), mode="same") > 0
+            ks = np.flatnonzero(known & ~near_positive & ((d["hu"] > -300).sum(axis=(1, 2)) > 2000))
+            if ks.size:
+                self.clean.append((d["hu"], d["brain"], context_offset(self.spec_in, float(d["dz"])), ks))
+                added += int(ks.size)
+        return added
+
     def mine_hard_negatives(self, net: torch.nn.Module, threshold: float = 0.3, batch: int = 8) -> int:
         """Pixels of the clean host slices that ``net`` calls hemorrhage (lesion probability > threshold).
 
@@ -202,8 +230,8 @@ class Sampler:
         net.eval()
         self.hard = []
         with torch.inference_mode():
-            for hu, brain, offset in tqdm(self.clean, desc="mine hard negatives"):
-                ks = np.flatnonzero(brain.reshape(brain.shape[0], -1).any(axis=1))
+            for hu, brain, offset, allowed in tqdm(self.clean, desc="mine hard negatives"):
+                ks = np.intersect1d(allowed, np.flatnonzero(brain.reshape(brain.shape[0], -1).any(axis=1)))
                 found = []
                 for n0 in range(0, ks.size, batch):
                     kk = ks[n0:n0 + batch]
@@ -249,15 +277,14 @@ class Sampler:
         elif self.hard_fraction and rng.random() < self.hard_fraction and any(len(h) for h in self.hard):
             with_hard = [n for n, h in enumerate(self.hard) if len(h)]
             host = with_hard[int(rng.integers(len(with_hard)))]
-            hu, brain, offset = self.clean[host]
+            hu, brain, offset, _ = self.clean[host]
             k, cj, ci = self.hard[host][int(rng.integers(len(self.hard[host])))]
             cj, ci = np.array([cj, ci]) + rng.integers(-30, 31, 2)
             x = make_channels(hu.astype(np.float32), [int(k)], offset, self.windows, self.n_context)[0]
             y = np.zeros(hu.shape[1:], np.uint8)
         else:
-            hu, brain, offset = self.clean[int(rng.integers(len(self.clean)))]
             # any slice of the head (also skull base and vertex, where false positives arise)
-            ks = np.flatnonzero((hu > -300).sum(axis=(1, 2)) > 2000)
+            hu, brain, offset, ks = self.clean[int(rng.integers(len(self.clean)))]
             k = int(rng.choice(ks))
             x = make_channels(hu.astype(np.float32), [k], offset, self.windows, self.n_context)[0]
             y = np.zeros(hu.shape[1:], np.uint8)
@@ -359,6 +386,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.init:
         net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
         print(f"fine-tuning from {args.init}")
+    negative_series = positive_series_for(args.hosts, args.data) if args.negative_slices else []
+    if negative_series:
+        n_neg = sampler.add_negative_slices(args.cache, args.data, negative_series)
+        print(f"negative slices: {n_neg} hemorrhage-free slices of {len(negative_series)} positive series "
+              f"({', '.join(s[:11] for s in negative_series)}) added to the clean negatives")
     if args.hard_fraction:
         n_hard = sampler.mine_hard_negatives(net)
         sampler.hard_fraction = args.hard_fraction
@@ -399,7 +431,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     meta = {"hosts": hosts, "synth_dir": args.synth_dir, "init": str(args.init) if args.init else None,
             "hard_fraction": args.hard_fraction, "balance_subtypes": args.balance_subtypes,
             "weak_slices": args.weak_slices, "weak_weight": args.weak_weight,
-            "weak_series": weak_series,
+            "weak_series": weak_series, "negative_slices_of": negative_series,
             "positive_fraction": args.positive_fraction,
             "steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr,
             "seed": args.seed, "synthetic_cases": len(sampler.cases), "final_loss": running,
@@ -466,6 +498,9 @@ def main() -> None:
                         "(positive series the model is never evaluated on; see positive_series_for)")
     p.add_argument("--weak-weight", type=float, default=1.0,
                    help="train: weight of the multiple-instance loss")
+    p.add_argument("--negative-slices", action="store_true",
+                   help="train: hemorrhage-free slices (expert labels) of the positive series the model is "
+                        "never evaluated on serve as clean negatives too (see positive_series_for)")
     p.add_argument("--balance-subtypes", action="store_true",
                    help="train: positive crops pick a subtype uniformly first, then a case holding it")
     p.add_argument("--hard-fraction", type=float, default=0.0,

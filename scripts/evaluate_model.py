@@ -53,6 +53,19 @@ SCAN_THRESHOLD = 0.5  # fixed a priori, never tuned on these series
 BASELINE_SCAN_ML = 1.0  # baseline flags a scan with at least this much blood-density volume (a priori)
 
 
+def ventricles_for(ct, brain: np.ndarray, spec: dict) -> np.ndarray | None:
+    """The atlas ventricle mask the pipeline gives the model (``detection.ventricle_prior``), else None."""
+    if not spec["detection"].get("ventricle_prior"):
+        return None
+    from ICHAnalyzerLib.atlas import region_mask
+    from ICHAnalyzerLib.measures import register_to_template
+
+    template = register_to_template(ct, brain)
+    if template.registration is None:
+        raise SystemExit(f"ventricle prior asked for but no registration: {template.reason}")
+    return region_mask(ct, brain, template.registration, template.atlas, "ventricular")
+
+
 def model_from_weights(path: Path, spec: dict, name: str) -> LoadedModel:
     net = build_network(spec["architecture"])
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -111,7 +124,7 @@ def evaluate_real(args: argparse.Namespace, spec: dict, models: dict[str, Loaded
             continue
         ct, brain = read_series(args.data / "rsna" / name, args.native_cache)
         t0 = time.time()
-        pred = predict(ct, brain, models[model_key])
+        pred = predict(ct, brain, models[model_key], ventricles=ventricles_for(ct, brain, spec))
         seconds = time.time() - t0
         base = threshold_baseline(ct, brain)
         outside = int((pred.labels[~brain] > 0).sum())
@@ -205,7 +218,8 @@ def evaluate_synthetic(args: argparse.Namespace, models: dict[str, LoadedModel])
                 except ValueError as exc:
                     print(f"  {host[:11]} label {label}: {exc}")
                     continue
-                pred = predict(ct2, brain, models[scorer])
+                ventricles = ventricles_for(ct2, brain, args.spec_loaded)
+                pred = predict(ct2, brain, models[scorer], ventricles=ventricles)
                 base = threshold_baseline(ct2, brain)
                 t, p = truth == label, pred.labels == label
                 vt, vp = t.sum(), p.sum()
@@ -301,6 +315,9 @@ def main() -> None:
                    help="override the spec's in-plane opening of the lesion maps for the scores")
     p.add_argument("--label-opening-px", type=int, default=None,
                    help="override the spec's opening of the any-lesion map that decides the labels")
+    p.add_argument("--ventricle-prior", choices=["spec", "on", "off"], default="spec",
+                   help="IPH inside the registered atlas ventricles counted as IVH (as the pipeline does "
+                        "when the spec's detection.ventricle_prior is set)")
     p.add_argument("--skip-real", action="store_true")
     p.add_argument("--skip-synthetic", action="store_true")
     p.add_argument("--seed", type=int, default=777)
@@ -314,6 +331,9 @@ def main() -> None:
     for key in ("opening_px", "label_opening_px"):
         if getattr(args, key) is not None:
             spec["detection"] = dict(spec["detection"], **{key: getattr(args, key)})
+    if args.ventricle_prior != "spec":
+        spec["detection"] = dict(spec["detection"], ventricle_prior=args.ventricle_prior == "on")
+    args.spec_loaded = spec
     models = {"full": model_from_weights(args.full, spec, "full")}
     for key in ("fold0", "fold1"):
         if getattr(args, key):

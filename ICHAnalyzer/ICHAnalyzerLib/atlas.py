@@ -259,3 +259,21 @@ def atlas_labels_at(registration: Registration, atlas: Atlas, points_lps: np.nda
     out = np.zeros(len(index), dtype=np.int16)
     out[inside] = atlas.labels[index[inside, 2], index[inside, 1], index[inside, 0]]
     return out
+
+
+def region_mask(ct: CTVolume, brain: np.ndarray, registration: Registration, atlas: Atlas,
+                category: str = "ventricular") -> np.ndarray:
+    """Brain voxels of ``ct`` whose mapped atlas region is of ``category`` (bool, on the CT's own grid).
+
+    Affine registration: the atlas ventricles follow the head's size and pose, not the patient's own
+    ventricle shape (enlarged or compressed ventricles are only partly covered).
+    """
+    wanted = [value for value, name in atlas.names.items() if region_category(name) == category]
+    out = np.zeros(ct.shape, dtype=bool)
+    kji = np.argwhere(np.asarray(brain, dtype=bool))
+    if not wanted or kji.size == 0:
+        return out
+    points = kji[:, ::-1].astype(float) @ ct.affine[:3, :3].T + ct.affine[:3, 3]
+    hit = np.isin(atlas_labels_at(registration, atlas, points), wanted)
+    out[tuple(kji[hit].T)] = True
+    return out

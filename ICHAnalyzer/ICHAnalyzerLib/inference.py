@@ -38,6 +38,7 @@ class Prediction:
     scan_probabilities: dict[str, float]  # keys constants.DETECTION_KEYS
     model_name: str
     model_version: str
+    ventricle_prior: bool = False  # whether IPH inside the given ventricle mask was counted as IVH
 
 
 @dataclass
@@ -241,13 +242,30 @@ def _grey_opening(x: torch.Tensor, radius: int) -> torch.Tensor:
     return F.max_pool2d(eroded, size, stride=1, padding=radius)
 
 
+def _ventricle_prior(prob: torch.Tensor, ventricles: torch.Tensor) -> torch.Tensor:
+    """Move the IPH probability inside the ventricles (weights in [0, 1], (N, 1, H, W)) to IVH.
+
+    Blood inside a ventricle is intraventricular by definition; the network, trained on few ventricle
+    casts, tends to call it IPH. The any-blood probability is unchanged.
+    """
+    moved = prob[:, 1:2] * ventricles
+    return torch.cat([prob[:, :1], prob[:, 1:2] - moved, prob[:, 2:3] + moved, prob[:, 3:]], 1)
+
+
 def predict(ct: CTVolume, brain: np.ndarray, model: LoadedModel,
-            progress: Callable[[str, float], None] | None = None) -> Prediction:
-    """Segment hemorrhage (labels 1..5) and score every slice and the scan for any ICH and each subtype."""
+            progress: Callable[[str, float], None] | None = None,
+            ventricles: np.ndarray | None = None) -> Prediction:
+    """Segment hemorrhage (labels 1..5) and score every slice and the scan for any ICH and each subtype.
+
+    ``ventricles`` (bool, CT grid; e.g. ``atlas.region_mask``): where given, hemorrhage the network calls
+    IPH inside it is counted as IVH, in the labels and in the probabilities.
+    """
     spec_in = model.spec["input"]
     brain = np.asarray(brain, dtype=bool)
     if brain.shape != ct.shape:
         raise ModelError(f"brain mask shape {brain.shape} does not match the CT {ct.shape}")
+    if ventricles is not None and np.shape(ventricles) != ct.shape:
+        raise ModelError(f"ventricle mask shape {np.shape(ventricles)} does not match the CT {ct.shape}")
     report = progress or (lambda _step, _fraction: None)
     nk = ct.shape[0]
     n_classes = MAX_LABEL + 1
@@ -255,6 +273,8 @@ def predict(ct: CTVolume, brain: np.ndarray, model: LoadedModel,
     report("resampling", 0.0)
     hu_net = to_network_grid(ct.hu, grid)
     brain_net = to_network_grid(brain.astype(np.float32), grid, fill=0.0) > 0.5
+    vent_net = (None if ventricles is None
+                else to_network_grid(np.asarray(ventricles, dtype=np.float32), grid, fill=0.0))
     offset = context_offset(spec_in, ct.spacing[2])
     windows = spec_in["windows"]
     n_context = int(spec_in.get("context_slices", 1))
@@ -278,6 +298,8 @@ def predict(ct: CTVolume, brain: np.ndarray, model: LoadedModel,
                 ks = active[n0:n0 + batch]
                 x = torch.as_tensor(make_channels(hu_net, ks, offset, windows, n_context)).to(model.device)
                 prob = torch.softmax(model.network(x).float(), dim=1).cpu()  # (b, C, S, S)
+                if vent_net is not None:
+                    prob = _ventricle_prior(prob, torch.as_tensor(vent_net[ks])[:, None])
                 # lesion maps (any, then each subtype), opened to drop structures thinner than the filter
                 lesion = _grey_opening(torch.cat([1.0 - prob[:, :1], prob[:, 1:]], 1), opening)
                 bmask = torch.as_tensor(brain_net[ks]).reshape(len(ks), -1)
@@ -298,7 +320,8 @@ def predict(ct: CTVolume, brain: np.ndarray, model: LoadedModel,
     slice_probs = np.clip(slice_probs, 0.0, 1.0)
     scan = {key: float(slice_probs[:, c].max()) if nk else 0.0 for c, key in enumerate(DETECTION_KEYS)}
     return Prediction(labels=labels, slice_probabilities=slice_probs, scan_probabilities=scan,
-                      model_name=model.name, model_version=model.version)
+                      model_name=model.name, model_version=model.version,
+                      ventricle_prior=ventricles is not None)
 
 
 @lru_cache(maxsize=1)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -522,29 +523,55 @@ def ich_score(volumes: dict, infratentorial_origin: bool | None, gcs: int | None
 # --- everything together -------------------------------------------------------------------------
 
 
-def clinical_measures(ct: CTVolume, labels: np.ndarray, brain: np.ndarray, volumes: dict,
-                      gcs: int | None = None, age: int | None = None) -> dict[str, Any]:
-    """The report's ``clinical`` section: midline shift, hematoma locations, ICH score (JSON-ready)."""
+@dataclass
+class TemplateRegistration:
+    """The scan's symmetry plane and its registration to the template atlas (None + reason without)."""
+
+    plane: dict | None
+    atlas: Any
+    registration: Any
+    reason: str | None
+    timing: dict[str, float]
+
+
+def register_to_template(ct: CTVolume, brain: np.ndarray) -> TemplateRegistration:
+    """Symmetry plane, then affine registration to the template when its files are available."""
     from . import atlas as atlas_module
 
-    timing: dict[str, float] = {}
     t0 = time.perf_counter()
-    registration = None
-    atlas = None
-    location_reason = None
     plane = symmetry_plane(ct, brain) if brain.any() else None
-    timing["symmetry_plane"] = time.perf_counter() - t0
+    timing = {"symmetry_plane": time.perf_counter() - t0}
     t1 = time.perf_counter()
+    atlas = registration = reason = None
     folder = atlas_module.find_templates()
     if folder is None:
-        location_reason = ("template/atlas files not found (set ICH_TEMPLATES or ICH_SHARED_DIR, or keep "
-                           "../shared next to the repository): hematoma location not determined")
+        reason = ("template/atlas files not found (set ICH_TEMPLATES or ICH_SHARED_DIR, or keep "
+                  "../shared next to the repository)")
     elif plane is None:
-        location_reason = "empty brain mask: registration to the template not possible"
+        reason = "empty brain mask: registration to the template not possible"
     else:
         atlas = atlas_module.load_atlas(folder)
         registration = atlas_module.register(ct, brain, atlas, midline=plane)
     timing["registration"] = time.perf_counter() - t1
+    return TemplateRegistration(plane, atlas, registration, reason, timing)
+
+
+def clinical_measures(ct: CTVolume, labels: np.ndarray, brain: np.ndarray, volumes: dict,
+                      gcs: int | None = None, age: int | None = None,
+                      template: TemplateRegistration | None = None) -> dict[str, Any]:
+    """The report's ``clinical`` section: midline shift, hematoma locations, ICH score (JSON-ready).
+
+    ``template``: a registration already made for this scan and brain mask (the pipeline makes it before
+    the model runs, for the ventricle prior); made here when not given.
+    """
+    t0 = time.perf_counter()
+    made_before = 0.0 if template is None else sum(template.timing.values())
+    if template is None:
+        template = register_to_template(ct, brain)
+    timing: dict[str, float] = dict(template.timing)
+    plane, atlas, registration = template.plane, template.atlas, template.registration
+    location_reason = (None if template.reason is None
+                       else f"{template.reason}: hematoma location not determined")
 
     t2 = time.perf_counter()
     shift = midline_shift(ct, brain, registration, plane)
@@ -566,7 +593,7 @@ def clinical_measures(ct: CTVolume, labels: np.ndarray, brain: np.ndarray, volum
 
     infratentorial = _infratentorial_origin(volumes, location)
     score = ich_score(volumes, infratentorial, gcs=gcs, age=age)
-    timing["total"] = time.perf_counter() - t0
+    timing["total"] = time.perf_counter() - t0 + made_before
     return {
         "midline_shift": shift,
         "location": location,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,27 +65,53 @@ def check_labels(labels: np.ndarray, ct: CTVolume) -> None:
                          f"found {low}..{top}")
 
 
-def _run_model(ct: CTVolume, brain: np.ndarray, device: str, progress: ProgressCallback | None):
-    """Run the installed model: (prediction, None, device used), or (None, reason, None) without a model."""
+@dataclass
+class ModelRun:
+    """What running the installed model gave: a prediction, or the reason there is none."""
+
+    prediction: Any = None
+    reason: str | None = None
+    device: str | None = None
+    ventricle_prior: str | None = None  # how IPH inside the ventricles was handled (report text)
+    template: Any = None  # measures.TemplateRegistration made for the ventricle prior, reused later
+
+
+def _run_model(ct: CTVolume, brain: np.ndarray, device: str, progress: ProgressCallback | None) -> ModelRun:
+    """Run the installed model; without one, say why. When the model's ``detection.ventricle_prior`` is
+    set, the scan is registered to the template first and IPH inside the atlas ventricles counts as IVH."""
     try:
         from . import inference
     except ImportError as exc:
-        return None, f"the model cannot run: {exc.name or exc} is not installed", None
+        return ModelRun(reason=f"the model cannot run: {exc.name or exc} is not installed")
     if not inference.available_models():
-        return None, "no model is installed (Models.json lists none)", None
+        return ModelRun(reason="no model is installed (Models.json lists none)")
     model = inference.load_model(device=device)  # ModelError (missing/corrupt weights) propagates
-    return inference.predict(ct, brain, model, progress=progress), None, str(model.device)
+    ventricles, prior, template = None, None, None
+    if model.spec.get("detection", {}).get("ventricle_prior"):
+        from .atlas import region_mask
+        from .measures import register_to_template
+
+        _notify(progress, "registration to the template", 0.12)
+        template = register_to_template(ct, brain)
+        if template.registration is not None:
+            ventricles = region_mask(ct, brain, template.registration, template.atlas, "ventricular")
+            prior = ("applied: IPH inside the BLAST-CT atlas ventricles (affine registration) counted as "
+                     f"IVH ({ventricles.sum() * ct.voxel_volume_mm3 / 1000.0:.1f} mL of ventricles)")
+        else:
+            prior = f"not applied: {template.reason}"
+    prediction = inference.predict(ct, brain, model, progress=progress, ventricles=ventricles)
+    return ModelRun(prediction=prediction, device=str(model.device), ventricle_prior=prior, template=template)
 
 
 def clinical(ct: CTVolume, labels: np.ndarray, brain: np.ndarray, volumes: dict, source_of_labels: str,
-             gcs: int | None = None, age: int | None = None) -> dict | None:
+             gcs: int | None = None, age: int | None = None, template: Any = None) -> dict | None:
     """The report's ``clinical`` section (midline shift, location, ICH score), or None when no labels
     exist to measure (no model ran): an empty label map must not read as 'no hemorrhage'."""
     if source_of_labels == "none":
         return None
     from .measures import clinical_measures
 
-    return clinical_measures(ct, labels, brain, volumes, gcs=gcs, age=age)
+    return clinical_measures(ct, labels, brain, volumes, gcs=gcs, age=age, template=template)
 
 
 def analyze_volume(
@@ -109,6 +136,7 @@ def analyze_volume(
 
     slice_probs = None
     model_info = None
+    template = None
     if labels is not None:
         check_labels(labels, ct)
         labels = np.asarray(labels, dtype=np.uint8)
@@ -117,12 +145,14 @@ def analyze_volume(
     else:
         t1 = time.perf_counter()
         _notify(progress, "model", 0.15)
-        prediction, reason, device_used = _run_model(ct, brain, device, progress)
+        run = _run_model(ct, brain, device, progress)
+        template = run.template
+        prediction = run.prediction
         timing["model"] = time.perf_counter() - t1
         if prediction is None:
             labels = np.zeros(ct.shape, dtype=np.uint8)
             source = "none"
-            detection = null_detection(reason)
+            detection = null_detection(run.reason)
         else:
             labels = np.asarray(prediction.labels, dtype=np.uint8)
             source = "model"
@@ -130,7 +160,9 @@ def analyze_volume(
             detection = {key: round(float(prediction.scan_probabilities[key]), 4) for key in DETECTION_KEYS}
             detection["reason"] = None
             model_info = {"name": prediction.model_name, "version": prediction.model_version,
-                          "device": device_used}
+                          "device": run.device}
+            if run.ventricle_prior is not None:
+                model_info["ventricle_prior"] = run.ventricle_prior
 
     t2 = time.perf_counter()
     _notify(progress, "volumetry", 0.9)
@@ -138,7 +170,7 @@ def analyze_volume(
     timing["volumetry"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     _notify(progress, "clinical measures", 0.92)
-    clinical_section = clinical(ct, labels, brain, volumes, source, gcs=gcs, age=age)
+    clinical_section = clinical(ct, labels, brain, volumes, source, gcs=gcs, age=age, template=template)
     timing["clinical"] = time.perf_counter() - t3
     timing["total"] = time.perf_counter() - t0
     report = build_report(ct, volumes, detection, slice_probs, intracranial_volume_ml(brain, ct), source,

@@ -158,12 +158,21 @@ def test_schema_rejects_invented_or_malformed_values(phantom_files, tmp_path):
         validate_report(bad)
 
 
-def test_real_series_analyze_report_per_input_slice(shared_cache, tmp_path):
+def test_real_series_analyze_report_per_input_slice(shared_cache, tmp_path, monkeypatch):
+    from ICHAnalyzerLib import atlas
+
+    registrations = []
+    register = atlas.register
+    monkeypatch.setattr(atlas, "register", lambda *a, **k: registrations.append(1) or register(*a, **k))
     folder = series_dir(shared_cache, "ID_cd5a85fd")
     out = tmp_path / "out"
     assert main(["analyze", str(folder), "-o", str(out), "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
     validate_report(report)
+    if report["model"] is not None and find_templates() is not None:
+        # the ventricle prior's registration is the one the clinical measures use: made once
+        assert report["model"]["ventricle_prior"].startswith("applied")
+        assert len(registrations) == 1 and report["clinical"]["location"] is not None
     files = sorted(folder.glob("*.dcm"))
     assert len(report["slices"]) == len(files)
     assert {s["sop_instance_uid"] for s in report["slices"]} == {f.stem for f in files}
@@ -200,7 +209,8 @@ def test_ich_score_completed_only_by_clinical_flags(phantom_files, tmp_path):
 
 def test_no_labels_means_no_clinical_section(shared_cache, tmp_path, monkeypatch):
     """Without a model or a mask nothing was segmented: clinical measures must not read it as 'no bleed'."""
-    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed", None))
+    monkeypatch.setattr(pipeline, "_run_model",
+                        lambda *a, **k: pipeline.ModelRun(reason="no model is installed"))
     folder = series_dir(shared_cache, "ID_cd5a85fd")
     report = pipeline.analyze(folder, tmp_path / "out").report
     assert report["source_of_labels"] == "none" and report["clinical"] is None
@@ -211,7 +221,8 @@ def test_no_labels_means_no_clinical_section(shared_cache, tmp_path, monkeypatch
 @pytest.mark.parametrize("flags", [["--gcs", "20"], ["--gcs", "2"], ["--age", "-3"]])
 def test_implausible_gcs_or_age_refused_before_any_work(phantom_files, tmp_path, capsys, monkeypatch, flags):
     """Even when no labels exist (no model, no --mask), a bad --gcs/--age is one clear error, no output."""
-    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed", None))
+    monkeypatch.setattr(pipeline, "_run_model",
+                        lambda *a, **k: pipeline.ModelRun(reason="no model is installed"))
     _, ct_path, _ = phantom_files
     out = tmp_path / "out"
     assert main(["analyze", str(ct_path), "-o", str(out), "--quiet", *flags]) != 0
@@ -288,7 +299,8 @@ def test_csv_carries_clinical_measures(outdir_with_patient):
 
 def test_table_without_labels_shows_no_volumes(phantom_files, tmp_path, capsys, monkeypatch):
     """No model and no --mask: the table must not print '0.00 mL' as if no hemorrhage had been found."""
-    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed", None))
+    monkeypatch.setattr(pipeline, "_run_model",
+                        lambda *a, **k: pipeline.ModelRun(reason="no model is installed"))
     _, ct_path, _ = phantom_files
     assert main(["analyze", str(ct_path), "-o", str(tmp_path / "out")]) == 0
     lines = capsys.readouterr().out.splitlines()

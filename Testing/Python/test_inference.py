@@ -211,3 +211,36 @@ def test_label_opening_only_changes_the_labels(tiny_registry, tmp_path):
     stripe[..., 8:12, :] = 1.0
     assert inference._grey_opening(stripe, 1)[0, 0, 8:12, 2:18].min() == 1.0
     assert inference._grey_opening(stripe, 2).max() == 0.0
+
+
+def test_ventricle_prior_moves_iph_to_ivh_only():
+    """IPH probability inside the ventricles becomes IVH; outside, and for every other class, nothing
+    changes; the any-blood probability (1 - background) is untouched."""
+    prob = torch.softmax(torch.randn(2, 6, 8, 8), 1)
+    weights = torch.zeros(2, 1, 8, 8)
+    weights[..., 2:5, 3:6] = 1.0
+    weights[..., 6, 6] = 0.25  # partial volume at the ventricle's edge (bilinear resampling)
+    out = inference._ventricle_prior(prob, weights)
+    assert torch.allclose(out.sum(1), prob.sum(1))
+    assert torch.equal(out[:, [0, 3, 4, 5]], prob[:, [0, 3, 4, 5]])
+    assert torch.all(out[..., 2:5, 3:6][:, 1] == 0)
+    assert torch.allclose(out[..., 2:5, 3:6][:, 2], prob[..., 2:5, 3:6][:, 1] + prob[..., 2:5, 3:6][:, 2])
+    assert torch.allclose(out[:, 1, 6, 6], 0.75 * prob[:, 1, 6, 6])
+    outside = weights[:, 0] == 0
+    assert torch.equal(out[:, 1][outside], prob[:, 1][outside])
+
+
+def test_predict_with_ventricles_everywhere_never_labels_iph(tiny_registry):
+    ct, brain = small_ct()
+    model = load_model(registry=tiny_registry, device="cpu")
+    plain = predict(ct, brain, model)
+    prior = predict(ct, brain, model, ventricles=np.ones(ct.shape, bool))
+    assert not plain.ventricle_prior and prior.ventricle_prior
+    assert not (prior.labels == 1).any()
+    # IPH and IVH evidence add up: what was blood stays blood, what was IPH or IVH is now IVH
+    assert not ((plain.labels > 0) & (prior.labels == 0)).any()
+    assert not (np.isin(plain.labels, (1, 2)) & (prior.labels != 2)).any()
+    assert np.array_equal(plain.slice_probabilities[:, 0], prior.slice_probabilities[:, 0])
+    assert np.all(prior.slice_probabilities[:, 1] < 1e-6)
+    with pytest.raises(ModelError):
+        predict(ct, brain, model, ventricles=brain[:-1])

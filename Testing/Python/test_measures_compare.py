@@ -110,7 +110,8 @@ def test_compare_without_labels_refuses_instead_of_reporting_no_growth(pair, tmp
     from ICHAnalyzerLib import pipeline
     from ICHAnalyzerLib.cli import main
 
-    monkeypatch.setattr(pipeline, "_run_model", lambda *a, **k: (None, "no model is installed", None))
+    monkeypatch.setattr(pipeline, "_run_model",
+                        lambda *a, **k: pipeline.ModelRun(reason="no model is installed"))
     base, followup_ct, _, _ = pair
     write_ct(tmp_path / "b.nii.gz", base.ct)
     write_ct(tmp_path / "f.nii.gz", followup_ct)

@@ -154,3 +154,21 @@ def test_location_of_hematomas_placed_by_anatomy(shared_cache, atlas):
     score = clinical["ich_score"]
     assert score["infratentorial_origin"] is True
     assert score["score"] == 1  # GCS 14 -> 0, < 30 mL, no IVH, infratentorial -> 1, age 60 -> 0
+
+
+@pytest.mark.parametrize("prefix", NORMAL_SERIES)
+def test_atlas_ventricles_land_on_the_scans_csf(shared_cache, atlas, prefix):
+    """The ventricle prior's mask (atlas ventricles mapped onto the CT grid) sits on the patient's CSF
+    spaces, straddling the midline: misplaced by a wrong affine it would cover brain tissue (25-40 HU)."""
+    ct, brain, registration = _case(shared_cache, prefix, atlas)
+    ventricles = atlas_module.region_mask(ct, brain, registration, atlas, "ventricular")
+    assert ventricles.shape == ct.shape and not (ventricles & ~brain).any()
+    assert 15.0 < ventricles.sum() * ct.voxel_volume_mm3 / 1000.0 < 120.0
+    csf_inside = (ct.hu[ventricles] < 18).mean()
+    csf_outside = (ct.hu[brain & ~ventricles] < 18).mean()
+    assert csf_inside > 3 * csf_outside  # measured 5-12x on these series
+    plane = measures.symmetry_plane(ct, brain)
+    kji = np.argwhere(ventricles)
+    points = ct.voxel_to_lps(kji[:, ::-1])
+    signed = (points - plane["point"]) @ (plane["normal"] / np.linalg.norm(plane["normal"]))
+    assert abs(signed.mean()) < 5.0 and np.abs(signed).mean() > 5.0  # both sides, centred

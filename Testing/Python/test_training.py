@@ -52,3 +52,33 @@ def test_no_model_learns_the_slice_labels_of_a_series_it_scores(shared_cache):
         learned = set(train_model.positive_series_for(fold, shared_cache))
         assert learned and not learned & scored[fold]
         assert learned | scored[fold] == set(positives)
+
+
+def test_negative_slices_keep_away_from_labelled_hemorrhage(tmp_path):
+    """Only slices labelled free of hemorrhage, and not next to a labelled one, become negatives."""
+    import csv
+
+    import numpy as np
+
+    nk = 10
+    positive_ks = {4, 5}
+    (tmp_path / "net").mkdir()
+    (tmp_path / "rsna").mkdir()
+    uids = [f"ID_s{k}" for k in range(nk)]
+    hu = np.full((nk, 64, 64), -1000, np.int16)
+    hu[:, 8:56, 8:56] = 35
+    np.savez(tmp_path / "net" / "series.npz", hu=hu, brain=hu > 0, dz=5.0, uids=np.array(uids),
+             grid_k=np.arange(nk, dtype=float))
+    columns = list(train_model.SLICE_LABEL_COLUMNS.values())
+    with open(tmp_path / "rsna" / "slice_labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sop_file", *columns])
+        for k, uid in enumerate(uids):
+            if k == 8:
+                continue  # an unlabelled slice is never used either
+            writer.writerow([f"{uid}.dcm", *[int(k in positive_ks)] * len(columns)])
+    spec = train_model.load_spec(train_model.DEFAULT_SPEC)
+    sampler = train_model.Sampler.__new__(train_model.Sampler)
+    sampler.spec_in, sampler.clean = spec["input"], []
+    assert sampler.add_negative_slices(tmp_path, tmp_path, ["series"], margin=1) == 5
+    assert sampler.clean[0][3].tolist() == [0, 1, 2, 7, 9]

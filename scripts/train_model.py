@@ -372,6 +372,22 @@ def mil_loss(logits: torch.Tensor, brain: torch.Tensor, targets: torch.Tensor,
     return (bce * weights).sum(1).mean() / weights.sum()
 
 
+def widen_inputs(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights of a network with fewer input channels, fitted to one with more (new windows appended last):
+    the new input channels get zero weights, so the widened network starts out computing exactly what the
+    old one did and training decides what the new channels are worth."""
+    out = dict(state)
+    for key, value in state.items():
+        want = target.get(key)
+        if (want is not None and value.ndim == want.ndim >= 2 and value.shape[0] == want.shape[0]
+                and value.shape[2:] == want.shape[2:] and value.shape[1] < want.shape[1]):
+            pad = torch.zeros((value.shape[0], want.shape[1] - value.shape[1], *value.shape[2:]),
+                              dtype=value.dtype)
+            out[key] = torch.cat([value, pad], 1)
+            print(f"widened {key}: {tuple(value.shape)} -> {tuple(out[key].shape)} (new inputs start at 0)")
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from monai.losses import DiceCELoss
 
@@ -384,7 +400,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"hosts {len(hosts)}: {', '.join(h[:11] for h in hosts)}; synthetic cases {len(sampler.cases)}")
     net = build_network(spec["architecture"])
     if args.init:
-        net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
+        net.load_state_dict(widen_inputs(torch.load(args.init, map_location="cpu", weights_only=True),
+                                         net.state_dict()))
         print(f"fine-tuning from {args.init}")
     negative_series = positive_series_for(args.hosts, args.data) if args.negative_slices else []
     if negative_series:

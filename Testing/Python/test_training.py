@@ -82,3 +82,26 @@ def test_negative_slices_keep_away_from_labelled_hemorrhage(tmp_path):
     sampler.spec_in, sampler.clean = spec["input"], []
     assert sampler.add_negative_slices(tmp_path, tmp_path, ["series"], margin=1) == 5
     assert sampler.clean[0][3].tolist() == [0, 1, 2, 7, 9]
+
+
+def test_widened_network_starts_as_the_original():
+    """A spec with one more window (3 more input channels): the widened weights compute exactly what the
+    original network did, whatever the new channels hold."""
+    import copy
+
+    from ICHAnalyzerLib.inference import build_network
+
+    spec = train_model.load_spec(train_model.DEFAULT_SPEC)
+    small = build_network(dict(spec["architecture"], channels=[4, 8], strides=[2]))
+    wide_arch = dict(spec["architecture"], channels=[4, 8], strides=[2],
+                     in_channels=spec["architecture"]["in_channels"] + 3)
+    wide = build_network(wide_arch)
+    state = copy.deepcopy(small.state_dict())
+    wide.load_state_dict(train_model.widen_inputs(state, wide.state_dict()))
+    small.eval()
+    wide.eval()
+    x = torch.rand(2, wide_arch["in_channels"], 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(small(x[:, :-3]), wide(x), atol=1e-6)
+    assert torch.equal(state["model.0.conv.unit0.conv.weight"],
+                       small.state_dict()["model.0.conv.unit0.conv.weight"])  # the input is not modified

@@ -320,3 +320,22 @@ def test_unwritable_output_folder_is_one_clear_error(phantom_files, capsys):
         assert main([*argv, "-o", "/proc/ichanalyzer-out", "--quiet"]) != 0
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("ichanalyzer: error:") and "/proc" in err[0], err
+
+
+def test_without_templates_the_ventricle_prior_is_off(phantom_files, tmp_path, capsys, monkeypatch):
+    """No template files (a pip install without ../shared): the model still runs, and the table and the
+    report say that IVH is then not separated from IPH by the atlas."""
+    from ICHAnalyzerLib import atlas
+    from ICHAnalyzerLib.inference import default_model_available
+
+    if not default_model_available():
+        pytest.skip("no model installed")
+    monkeypatch.setattr(atlas, "find_templates", lambda: None)
+    _, ct_path, _ = phantom_files
+    out = tmp_path / "out"
+    assert main(["analyze", str(ct_path), "-o", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["ventricle_prior"].startswith("not applied: template/atlas files not found")
+    assert report["detection"]["IVH"] is not None  # the model's own scores, not invented
+    assert report["clinical"]["location"] is None and "not found" in report["clinical"]["location_reason"]
+    assert "ventricle prior was not applied" in capsys.readouterr().out

@@ -394,6 +394,9 @@ def fill_detection_table(table_node: slicer.vtkMRMLTableNode, report: dict) -> N
         rows.append([label, _fmt(detection.get(key), 3)])
     if detection.get("reason"):
         rows.append(["Note", str(detection["reason"])])
+    prior = (report.get("model") or {}).get("ventricle_prior") or ""
+    if prior.startswith("not applied"):
+        rows.append(["Note", f"ventricle prior {prior}: blood in the ventricles may be labelled IPH"])
     fill_string_table(table_node, DETECTION_COLUMNS, rows)
 
 

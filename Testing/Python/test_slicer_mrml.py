@@ -211,6 +211,15 @@ def test_detection_table_shows_probabilities_or_the_reason(scene):
     mrml.fill_detection_table(table, {"detection": {**{k: None for k in detection}, "reason": "no model"}})
     rows = mrml.table_rows(table)
     assert rows[-1] == {"Finding": "Note", "Probability": "no model"}
+    # the model ran without the atlas (no template files): the panel says what that means for IVH
+    model = {"name": "m", "version": "1", "ventricle_prior": "not applied: template/atlas files not found"}
+    mrml.fill_detection_table(table, {"detection": detection, "model": model})
+    rows = mrml.table_rows(table)
+    assert len(rows) == 7 and rows[-1]["Finding"] == "Note"
+    assert "may be labelled IPH" in rows[-1]["Probability"]
+    model["ventricle_prior"] = "applied: IPH inside the BLAST-CT atlas ventricles counted as IVH"
+    mrml.fill_detection_table(table, {"detection": detection, "model": model})
+    assert len(mrml.table_rows(table)) == 6
 
 
 def test_segments_share_one_labelmap_layer(scene):

@@ -338,7 +338,7 @@ def main() -> None:
     for key in ("fold0", "fold1"):
         if getattr(args, key):
             models[key] = model_from_weights(getattr(args, key), spec, key)
-    result: dict = {"scan_threshold": SCAN_THRESHOLD}
+    result: dict = {"scan_threshold": SCAN_THRESHOLD, "detection": spec["detection"]}
     if not args.skip_real:
         real = evaluate_real(args, spec, models)
         result["real"] = real

@@ -404,6 +404,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                                          net.state_dict()))
         print(f"fine-tuning from {args.init}")
     negative_series = positive_series_for(args.hosts, args.data) if args.negative_slices else []
+    if args.negative_slices and not negative_series:
+        print(f"--negative-slices: no positive series may be learned with --hosts {args.hosts} (only with "
+              "all, fold0 or fold1): none added")
     if negative_series:
         n_neg = sampler.add_negative_slices(args.cache, args.data, negative_series)
         print(f"negative slices: {n_neg} hemorrhage-free slices of {len(negative_series)} positive series "

@@ -65,6 +65,11 @@ def check_labels(labels: np.ndarray, ct: CTVolume) -> None:
                          f"found {low}..{top}")
 
 
+# the ventricle prior needs a registration that overlays the template brain on the scan's (measured
+# 0.78-0.92 on the 16 real series, docs/clinical-measures.md); below this it is not applied
+VENTRICLE_PRIOR_MIN_BRAIN_DICE = 0.7
+
+
 @dataclass
 class ModelRun:
     """What running the installed model gave: a prediction, or the reason there is none."""
@@ -91,9 +96,13 @@ def _run_model(ct: CTVolume, brain: np.ndarray, device: str, progress: ProgressC
         from .atlas import region_mask
         from .measures import register_to_template
 
-        _notify(progress, "registration to the template", 0.12)
+        _notify(progress, "registration to the template", 0.15)
         template = register_to_template(ct, brain)
-        if template.registration is not None:
+        dice = None if template.registration is None else template.registration.brain_dice
+        if dice is not None and dice < VENTRICLE_PRIOR_MIN_BRAIN_DICE:
+            prior = (f"not applied: registration to the template unreliable (brain Dice {dice:.2f} < "
+                     f"{VENTRICLE_PRIOR_MIN_BRAIN_DICE})")
+        elif template.registration is not None:
             ventricles = region_mask(ct, brain, template.registration, template.atlas, "ventricular")
             prior = ("applied: IPH inside the BLAST-CT atlas ventricles (affine registration) counted as "
                      f"IVH ({ventricles.sum() * ct.voxel_volume_mm3 / 1000.0:.1f} mL of ventricles)")
@@ -149,6 +158,9 @@ def analyze_volume(
         template = run.template
         prediction = run.prediction
         timing["model"] = time.perf_counter() - t1
+        if template is not None:  # made for the ventricle prior, reused by the clinical measures
+            timing["registration"] = sum(template.timing.values())
+            timing["model"] -= timing["registration"]
         if prediction is None:
             labels = np.zeros(ct.shape, dtype=np.uint8)
             source = "none"

@@ -173,6 +173,7 @@ def test_real_series_analyze_report_per_input_slice(shared_cache, tmp_path, monk
         # the ventricle prior's registration is the one the clinical measures use: made once
         assert report["model"]["ventricle_prior"].startswith("applied")
         assert len(registrations) == 1 and report["clinical"]["location"] is not None
+        assert report["timing_s"]["registration"] > 0
     files = sorted(folder.glob("*.dcm"))
     assert len(report["slices"]) == len(files)
     assert {s["sop_instance_uid"] for s in report["slices"]} == {f.stem for f in files}
@@ -339,3 +340,25 @@ def test_without_templates_the_ventricle_prior_is_off(phantom_files, tmp_path, c
     assert report["detection"]["IVH"] is not None  # the model's own scores, not invented
     assert report["clinical"]["location"] is None and "not found" in report["clinical"]["location_reason"]
     assert "ventricle prior was not applied" in capsys.readouterr().out
+
+
+def test_unreliable_registration_leaves_the_ventricle_prior_off(phantom_files, tmp_path, monkeypatch):
+    """A registration that does not overlay the template brain on the scan's must not relabel blood."""
+    from ICHAnalyzerLib import atlas
+    from ICHAnalyzerLib.inference import default_model_available
+
+    if not default_model_available() or find_templates() is None:
+        pytest.skip("needs the model and the template files")
+    register = atlas.register
+
+    def poor_registration(*args, **kwargs):
+        registration = register(*args, **kwargs)
+        registration.brain_dice = 0.5
+        return registration
+
+    monkeypatch.setattr(atlas, "register", poor_registration)
+    _, ct_path, _ = phantom_files
+    out = tmp_path / "out"
+    assert main(["analyze", str(ct_path), "-o", str(out), "--quiet"]) == 0
+    prior = json.loads((out / "report.json").read_text())["model"]["ventricle_prior"]
+    assert prior.startswith("not applied: registration to the template unreliable (brain Dice 0.50")

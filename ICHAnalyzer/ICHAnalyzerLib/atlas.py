@@ -269,11 +269,13 @@ def region_mask(ct: CTVolume, brain: np.ndarray, registration: Registration, atl
     ventricle shape (enlarged or compressed ventricles are only partly covered).
     """
     wanted = [value for value, name in atlas.names.items() if region_category(name) == category]
+    brain = np.asarray(brain, dtype=bool)
     out = np.zeros(ct.shape, dtype=bool)
-    kji = np.argwhere(np.asarray(brain, dtype=bool))
-    if not wanted or kji.size == 0:
+    if not wanted:
         return out
-    points = kji[:, ::-1].astype(float) @ ct.affine[:3, :3].T + ct.affine[:3, 3]
-    hit = np.isin(atlas_labels_at(registration, atlas, points), wanted)
-    out[tuple(kji[hit].T)] = True
+    for k in np.flatnonzero(brain.any(axis=(1, 2))):  # slice by slice: memory stays small on thin series
+        jj, ii = np.nonzero(brain[k])
+        points = ct.voxel_to_lps(np.stack([ii, jj, np.full(ii.size, k)], axis=1))
+        hit = np.isin(atlas_labels_at(registration, atlas, points), wanted)
+        out[k, jj[hit], ii[hit]] = True
     return out

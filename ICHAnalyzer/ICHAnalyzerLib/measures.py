@@ -550,8 +550,12 @@ def register_to_template(ct: CTVolume, brain: np.ndarray) -> TemplateRegistratio
     elif plane is None:
         reason = "empty brain mask: registration to the template not possible"
     else:
-        atlas = atlas_module.load_atlas(folder)
-        registration = atlas_module.register(ct, brain, atlas, midline=plane)
+        try:
+            atlas = atlas_module.load_atlas(folder)
+            registration = atlas_module.register(ct, brain, atlas, midline=plane)
+        except (RuntimeError, OSError, ValueError) as exc:  # SimpleITK raises RuntimeError; unreadable files
+            atlas = registration = None
+            reason = f"registration to the template failed ({' '.join(str(exc).split())[:200]})"
     timing["registration"] = time.perf_counter() - t1
     return TemplateRegistration(plane, atlas, registration, reason, timing)
 

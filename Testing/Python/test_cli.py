@@ -362,3 +362,26 @@ def test_unreliable_registration_leaves_the_ventricle_prior_off(phantom_files, t
     assert main(["analyze", str(ct_path), "-o", str(out), "--quiet"]) == 0
     prior = json.loads((out / "report.json").read_text())["model"]["ventricle_prior"]
     assert prior.startswith("not applied: registration to the template unreliable (brain Dice 0.50")
+
+
+def test_failed_registration_is_reported_not_raised(phantom_files, tmp_path, monkeypatch):
+    """A registration error (e.g. an unreadable template) costs the prior and the location, not the run."""
+    from ICHAnalyzerLib import atlas
+
+    if find_templates() is None:
+        pytest.skip("needs the template files")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Exception thrown in SimpleITK ImageRegistrationMethod_Execute:\n  metric failed")
+
+    monkeypatch.setattr(atlas, "register", broken)
+    _, ct_path, _ = phantom_files
+    out = tmp_path / "out"
+    assert main(["analyze", str(ct_path), "-o", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    reason = report["clinical"]["location_reason"]
+    assert reason.startswith("registration to the template failed (Exception thrown in SimpleITK")
+    assert "\n" not in reason and report["clinical"]["location"] is None
+    if report["model"] is not None:
+        prior = report["model"]["ventricle_prior"]
+        assert prior.startswith("not applied: registration to the template failed")

@@ -48,12 +48,9 @@ def main() -> None:
     t3 = time.perf_counter()
     ventricles, registration_s = None, 0.0
     if model.spec.get("detection", {}).get("ventricle_prior"):  # as the pipeline does before predicting
-        from ICHAnalyzerLib.atlas import region_mask
-        from ICHAnalyzerLib.measures import register_to_template
+        from ICHAnalyzerLib.pipeline import ventricle_prior
 
-        template = register_to_template(ct, brain)
-        if template.registration is not None:
-            ventricles = region_mask(ct, brain, template.registration, template.atlas, "ventricular")
+        ventricles = ventricle_prior(ct, brain).mask
         registration_s = time.perf_counter() - t3
     times = []
     for _ in range(args.repeat):

@@ -10,7 +10,7 @@ held-out synthetic insertions. Every series is scored by a model whose training 
   (or insert training lesions into) that host.
 
 Example:
-  python scripts/evaluate_model.py --full ICHAnalyzer/ICHAnalyzerLib/models/ich-unet2d-2.pt \\
+  python scripts/evaluate_model.py --full ICHAnalyzer/ICHAnalyzerLib/models/ich-unet2d-3.pt \\
       --fold0 /work/cache-model/fold0.pt --fold1 /work/cache-model/fold1.pt \\
       --out /work/cache-model/eval.json --markdown /work/cache-model/eval.md --overlays docs/overlays
 """
@@ -37,6 +37,7 @@ from ICHAnalyzerLib.baseline import threshold_baseline  # noqa: E402
 from ICHAnalyzerLib.constants import DETECTION_KEYS, SUBTYPES  # noqa: E402
 from ICHAnalyzerLib.figures import render_overlay  # noqa: E402
 from ICHAnalyzerLib.inference import LoadedModel, build_network, predict  # noqa: E402
+from ICHAnalyzerLib.pipeline import ventricle_prior  # noqa: E402
 from train_model import (  # noqa: E402
     DEFAULT_DATA,
     DEFAULT_SPEC,
@@ -57,13 +58,10 @@ def ventricles_for(ct, brain: np.ndarray, spec: dict) -> np.ndarray | None:
     """The atlas ventricle mask the pipeline gives the model (``detection.ventricle_prior``), else None."""
     if not spec["detection"].get("ventricle_prior"):
         return None
-    from ICHAnalyzerLib.atlas import region_mask
-    from ICHAnalyzerLib.measures import register_to_template
-
-    template = register_to_template(ct, brain)
-    if template.registration is None:
-        raise SystemExit(f"ventricle prior asked for but no registration: {template.reason}")
-    return region_mask(ct, brain, template.registration, template.atlas, "ventricular")
+    prior = ventricle_prior(ct, brain)
+    if prior.mask is None:
+        raise SystemExit(f"ventricle prior asked for but {prior.note}")
+    return prior.mask
 
 
 def model_from_weights(path: Path, spec: dict, name: str) -> LoadedModel:

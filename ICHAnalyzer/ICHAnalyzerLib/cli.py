@@ -73,9 +73,11 @@ def volume_table(report: dict, truth_ml: dict[str, float] | None = None,
     lines.append("* ABC/2 is not clinically applicable to this subtype (use thickness for SDH/EDH).")
     if report["detection"].get("reason"):
         lines.append(f"Detection: {report['detection']['reason']}.")
-    prior = (report.get("model") or {}).get("ventricle_prior") or ""
-    if prior.startswith("not applied"):
-        lines.append(f"IVH: the ventricle prior was {prior}; blood in the ventricles may be labelled IPH.")
+    from .report import ventricle_prior_warning
+
+    warning = ventricle_prior_warning(report)
+    if warning:
+        lines.append(f"IVH: {warning}.")
     return "\n".join(lines)
 
 

@@ -71,14 +71,41 @@ VENTRICLE_PRIOR_MIN_BRAIN_DICE = 0.7
 
 
 @dataclass
+class VentriclePrior:
+    """The ventricle mask the model gets (None when the prior cannot be applied) and the report's text."""
+
+    mask: np.ndarray | None
+    note: str  # "applied: ..." or "not applied: <reason>"
+    template: Any  # measures.TemplateRegistration, reused by the clinical measures
+
+
+def ventricle_prior(ct: CTVolume, brain: np.ndarray) -> VentriclePrior:
+    """Register the scan to the template and map the atlas ventricles onto its grid, when the template
+    files exist and the registration overlays the template brain on the scan's."""
+    from .atlas import region_mask
+    from .measures import register_to_template
+
+    template = register_to_template(ct, brain)
+    if template.registration is None:
+        return VentriclePrior(None, f"not applied: {template.reason}", template)
+    dice = template.registration.brain_dice
+    if dice < VENTRICLE_PRIOR_MIN_BRAIN_DICE:
+        return VentriclePrior(None, f"not applied: registration to the template unreliable (brain Dice "
+                                    f"{dice:.2f} < {VENTRICLE_PRIOR_MIN_BRAIN_DICE})", template)
+    mask = region_mask(ct, brain, template.registration, template.atlas, "ventricular")
+    note = ("applied: IPH inside the BLAST-CT atlas ventricles (affine registration) counted as IVH "
+            f"({mask.sum() * ct.voxel_volume_mm3 / 1000.0:.1f} mL of ventricles)")
+    return VentriclePrior(mask, note, template)
+
+
+@dataclass
 class ModelRun:
     """What running the installed model gave: a prediction, or the reason there is none."""
 
     prediction: Any = None
     reason: str | None = None
     device: str | None = None
-    ventricle_prior: str | None = None  # how IPH inside the ventricles was handled (report text)
-    template: Any = None  # measures.TemplateRegistration made for the ventricle prior, reused later
+    prior: VentriclePrior | None = None  # when the model asks for the ventricle prior
 
 
 def _run_model(ct: CTVolume, brain: np.ndarray, device: str, progress: ProgressCallback | None) -> ModelRun:
@@ -91,25 +118,13 @@ def _run_model(ct: CTVolume, brain: np.ndarray, device: str, progress: ProgressC
     if not inference.available_models():
         return ModelRun(reason="no model is installed (Models.json lists none)")
     model = inference.load_model(device=device)  # ModelError (missing/corrupt weights) propagates
-    ventricles, prior, template = None, None, None
+    prior = None
     if model.spec.get("detection", {}).get("ventricle_prior"):
-        from .atlas import region_mask
-        from .measures import register_to_template
-
         _notify(progress, "registration to the template", 0.15)
-        template = register_to_template(ct, brain)
-        dice = None if template.registration is None else template.registration.brain_dice
-        if dice is not None and dice < VENTRICLE_PRIOR_MIN_BRAIN_DICE:
-            prior = (f"not applied: registration to the template unreliable (brain Dice {dice:.2f} < "
-                     f"{VENTRICLE_PRIOR_MIN_BRAIN_DICE})")
-        elif template.registration is not None:
-            ventricles = region_mask(ct, brain, template.registration, template.atlas, "ventricular")
-            prior = ("applied: IPH inside the BLAST-CT atlas ventricles (affine registration) counted as "
-                     f"IVH ({ventricles.sum() * ct.voxel_volume_mm3 / 1000.0:.1f} mL of ventricles)")
-        else:
-            prior = f"not applied: {template.reason}"
-    prediction = inference.predict(ct, brain, model, progress=progress, ventricles=ventricles)
-    return ModelRun(prediction=prediction, device=str(model.device), ventricle_prior=prior, template=template)
+        prior = ventricle_prior(ct, brain)
+    prediction = inference.predict(ct, brain, model, progress=progress,
+                                   ventricles=None if prior is None else prior.mask)
+    return ModelRun(prediction=prediction, device=str(model.device), prior=prior)
 
 
 def clinical(ct: CTVolume, labels: np.ndarray, brain: np.ndarray, volumes: dict, source_of_labels: str,
@@ -155,7 +170,7 @@ def analyze_volume(
         t1 = time.perf_counter()
         _notify(progress, "model", 0.15)
         run = _run_model(ct, brain, device, progress)
-        template = run.template
+        template = None if run.prior is None else run.prior.template
         prediction = run.prediction
         timing["model"] = time.perf_counter() - t1
         if template is not None:  # made for the ventricle prior, reused by the clinical measures
@@ -173,8 +188,8 @@ def analyze_volume(
             detection["reason"] = None
             model_info = {"name": prediction.model_name, "version": prediction.model_version,
                           "device": run.device}
-            if run.ventricle_prior is not None:
-                model_info["ventricle_prior"] = run.ventricle_prior
+            if run.prior is not None:
+                model_info["ventricle_prior"] = run.prior.note
 
     t2 = time.perf_counter()
     _notify(progress, "volumetry", 0.9)

@@ -37,6 +37,14 @@ def null_detection(reason: str) -> dict[str, Any]:
     return {**{key: None for key in DETECTION_KEYS}, "reason": reason}
 
 
+def ventricle_prior_warning(report: dict) -> str | None:
+    """The reader's warning when the model ran without its ventricle prior (IVH may then read as IPH)."""
+    prior = (report.get("model") or {}).get("ventricle_prior") or ""
+    if not prior.startswith("not applied"):
+        return None
+    return f"the ventricle prior was {prior}; blood in the ventricles may be labelled IPH"
+
+
 def input_section(ct: CTVolume) -> dict[str, Any]:
     """The report's ``input`` section: where the image came from and its exact geometry."""
     dx, dy, dz = ct.spacing

@@ -22,6 +22,7 @@ from ICHAnalyzerLib.constants import (
     Subtype,
 )
 from ICHAnalyzerLib.errors import InputError
+from ICHAnalyzerLib.report import ventricle_prior_warning
 from ICHAnalyzerLib.volume import CTVolume, ras_to_lps
 from vtk.util import numpy_support
 
@@ -394,9 +395,9 @@ def fill_detection_table(table_node: slicer.vtkMRMLTableNode, report: dict) -> N
         rows.append([label, _fmt(detection.get(key), 3)])
     if detection.get("reason"):
         rows.append(["Note", str(detection["reason"])])
-    prior = (report.get("model") or {}).get("ventricle_prior") or ""
-    if prior.startswith("not applied"):
-        rows.append(["Note", f"ventricle prior {prior}: blood in the ventricles may be labelled IPH"])
+    warning = ventricle_prior_warning(report)
+    if warning:
+        rows.append(["Note", warning])
     fill_string_table(table_node, DETECTION_COLUMNS, rows)
 
 

@@ -23,6 +23,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,20 @@ def read_slice_labels(data: Path) -> dict[str, dict[str, int]]:
     with open(data / "rsna" / "slice_labels.csv") as f:
         return {Path(r["sop_file"]).stem: {k: int(r[c]) for k, c in SLICE_LABEL_COLUMNS.items()}
                 for r in csv.DictReader(f)}
+
+
+def labelled_slices(cached: dict, labels: dict[str, dict[str, int]]) -> Iterator[tuple[int, dict[str, int]]]:
+    """(grid slice k, expert labels) of every input slice of a prepared series that has slice labels."""
+    nk = cached["hu"].shape[0]
+    for uid, gk in zip(cached["uids"], cached["grid_k"], strict=True):
+        if str(uid) in labels:
+            yield int(np.clip(round(float(gk)), 0, nk - 1)), labels[str(uid)]
+
+
+def head_slices(hu: np.ndarray) -> np.ndarray:
+    """Slices holding head (not just air or table): candidates for negative crops, skull base and vertex
+    included."""
+    return (hu > -300).sum(axis=(1, 2)) > 2000
 
 
 def hosts_for(spec: str, data: Path) -> list[str]:
@@ -178,7 +193,7 @@ class Sampler:
         paths: list[Path] = []
         for host in hosts:
             d = np.load(cache / "net" / f"{host}.npz")
-            head_ks = np.flatnonzero((d["hu"] > -300).sum(axis=(1, 2)) > 2000)
+            head_ks = np.flatnonzero(head_slices(d["hu"]))
             self.clean.append((d["hu"], d["brain"], context_offset(self.spec_in, float(d["dz"])), head_ks))
             for folder in synth_dir.split(","):
                 paths.extend(sorted((cache / folder).glob(f"{host}_*.npz")))
@@ -209,13 +224,11 @@ class Sampler:
             nk = d["hu"].shape[0]
             positive = np.zeros(nk, bool)
             known = np.zeros(nk, bool)
-            for uid, gk in zip(d["uids"], d["grid_k"], strict=True):
-                if str(uid) in labels:
-                    k = int(np.clip(round(float(gk)), 0, nk - 1))
-                    known[k] = True
-                    positive[k] |= bool(labels[str(uid)]["any"])
+            for k, y in labelled_slices(d, labels):
+                known[k] = True
+                positive[k] |= bool(y["any"])
             near_positive = np.convolve(positive, np.ones(2 * margin + 1), mode="same") > 0
-            ks = np.flatnonzero(known & ~near_positive & ((d["hu"] > -300).sum(axis=(1, 2)) > 2000))
+            ks = np.flatnonzero(known & ~near_positive & head_slices(d["hu"]))
             if ks.size:
                 self.clean.append((d["hu"], d["brain"], context_offset(self.spec_in, float(d["dz"])), ks))
                 added += int(ks.size)
@@ -332,13 +345,9 @@ class SliceLabelSampler:
             d = np.load(cache / "net" / f"{name}.npz")
             v = len(self.volumes)
             self.volumes.append((d["hu"], d["brain"], context_offset(spec["input"], float(d["dz"]))))
-            for uid, gk in zip(d["uids"], d["grid_k"], strict=True):
-                if str(uid) not in labels:
-                    continue
-                k = int(np.clip(round(float(gk)), 0, d["hu"].shape[0] - 1))
+            for k, y in labelled_slices(d, labels):
                 if not d["brain"][k].any():
                     continue
-                y = labels[str(uid)]
                 target = np.array([y[key] for key in DETECTION_KEYS], np.float32)  # any, then labels 1..5
                 (self.positive if y["any"] else self.negative).append((v, k, target))
 

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "ICHAnalyzer"))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from agreement import bootstrap_mean, icc_absolute_agreement  # noqa: E402
 from ICHAnalyzerLib import synthesis  # noqa: E402
 from ICHAnalyzerLib.baseline import threshold_baseline  # noqa: E402
 from ICHAnalyzerLib.constants import DETECTION_KEYS, SUBTYPES  # noqa: E402
@@ -210,8 +211,9 @@ def evaluate_synthetic(args: argparse.Namespace, models: dict[str, LoadedModel])
             continue
         for host in hosts_for(fold, args.data)[: args.synthetic_hosts]:
             ct, brain = read_series(args.data / "rsna" / host, args.native_cache)
-            for label in (1, 2, 3, 4, 5):
-                rng = np.random.default_rng([args.seed, int(host[3:11], 16), label])
+            for label, n in ((label, n) for label in (1, 2, 3, 4, 5) for n in range(args.synthetic_per_host)):
+                # the first insertion per host and subtype keeps the seed of single-insertion runs
+                rng = np.random.default_rng([args.seed, int(host[3:11], 16), label] + ([n] if n else []))
                 try:
                     ct2, truth, lesion = synthesis.insert_hemorrhage(ct, brain, label, rng, shape_bank=bank)
                 except ValueError as exc:
@@ -222,13 +224,14 @@ def evaluate_synthetic(args: argparse.Namespace, models: dict[str, LoadedModel])
                 base = threshold_baseline(ct2, brain)
                 t, p = truth == label, pred.labels == label
                 vt, vp = t.sum(), p.sum()
-                rec = {"host": host, "scored_by": scorer, "label": label, "key": lesion.key,
+                rec = {"host": host, "scored_by": scorer, "label": label, "insertion": n, "key": lesion.key,
                        "shape": lesion.shape, "true_ml": lesion.volume_ml,
                        "pred_ml": float(vp * ct.voxel_volume_mm3 / 1000),
                        "dice": dice(p, t), "dice_any_blood": dice(pred.labels > 0, truth > 0),
                        "volume_error": float((vp - vt) / vt),
                        "scan_prob": pred.scan_probabilities[lesion.key],
                        "baseline_dice_any_blood": dice(base.labels > 0, truth > 0),
+                       "baseline_ml": float((base.labels > 0).sum() * ct.voxel_volume_mm3 / 1000),
                        "baseline_volume_error": float(((base.labels > 0).sum() - vt) / vt)}
                 out.append(rec)
                 print(f"  {host[:11]} {lesion.key:3s} {lesion.volume_ml:6.1f} mL -> {rec['pred_ml']:6.1f} mL "
@@ -243,30 +246,44 @@ def summarize_synthetic(recs: list[dict]) -> dict:
         r = [x for x in recs if x["label"] == s.label]
         if not r:
             continue
-        out[s.key] = {"n": len(r), "dice_mean": float(np.mean([x["dice"] for x in r])),
+        hosts = np.array([x["host"] for x in r])
+        true_ml = np.array([x["true_ml"] for x in r])
+        out[s.key] = {"n": len(r), "hosts": int(np.unique(hosts).size),
+                      "dice_mean": float(np.mean([x["dice"] for x in r])),
+                      "dice_mean_ci95": bootstrap_mean(np.array([x["dice"] for x in r]), hosts),
                       "dice_median": float(np.median([x["dice"] for x in r])),
                       "dice_any_blood_mean": float(np.mean([x["dice_any_blood"] for x in r])),
                       "abs_volume_error_median": float(np.median([abs(x["volume_error"]) for x in r])),
                       "abs_volume_error_mean": float(np.mean([abs(x["volume_error"]) for x in r])),
                       "detected": int(sum(x["scan_prob"] >= SCAN_THRESHOLD for x in r)),
+                      "volume_icc": icc_absolute_agreement(
+                          np.stack([true_ml, [x["pred_ml"] for x in r]], 1)),
                       "baseline_dice_any_blood_mean":
                           float(np.mean([x["baseline_dice_any_blood"] for x in r])),
                       "baseline_abs_volume_error_median": float(np.median([abs(x["baseline_volume_error"])
-                                                                           for x in r]))}
+                                                                           for x in r])),
+                      "baseline_volume_icc": (icc_absolute_agreement(
+                          np.stack([true_ml, [x["baseline_ml"] for x in r]], 1))
+                          if all("baseline_ml" in x for x in r) else float("nan"))}
     return out
 
 
 def markdown(summary: dict | None, synth: dict) -> str:
     lines = [] if summary is None else _markdown_real(summary)
     if synth:
-        lines += ["| synthetic subtype | n | Dice mean (median) | any-blood Dice | median abs volume error | "
-                  "detected | baseline any-blood Dice | baseline median abs volume error |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| synthetic subtype | n (hosts) | Dice mean (95% CI, host bootstrap) / median | "
+                  "any-blood Dice | median abs volume error | volume ICC(A,1) | detected | "
+                  "baseline any-blood Dice | baseline median abs volume error | baseline volume ICC(A,1) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for key, e in synth.items():
-            lines.append(f"| {key} | {e['n']} | {e['dice_mean']:.3f} ({e['dice_median']:.3f}) | "
+            ci = e.get("dice_mean_ci95", (float("nan"), float("nan")))
+            lines.append(f"| {key} | {e['n']} ({e.get('hosts', '?')}) | {e['dice_mean']:.3f} "
+                         f"({ci[0]:.2f}-{ci[1]:.2f}) / {e['dice_median']:.3f} | "
                          f"{e['dice_any_blood_mean']:.3f} | {100 * e['abs_volume_error_median']:.1f}% | "
+                         f"{e.get('volume_icc', float('nan')):.3f} | "
                          f"{e['detected']}/{e['n']} | {e['baseline_dice_any_blood_mean']:.3f} | "
-                         f"{100 * e['baseline_abs_volume_error_median']:.1f}% |")
+                         f"{100 * e['baseline_abs_volume_error_median']:.1f}% | "
+                         f"{e.get('baseline_volume_icc', float('nan')):.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -308,6 +325,8 @@ def main() -> None:
     p.add_argument("--shapes", type=Path,
                    default=REPO.parent / "shared/data/lesion-shapes/blast-ct_scan_0_segmentation.nii.gz")
     p.add_argument("--synthetic-hosts", type=int, default=5, help="hosts per fold for synthetic insertions")
+    p.add_argument("--synthetic-per-host", type=int, default=1,
+                   help="insertions per host and subtype (the first keeps the single-insertion seed)")
     p.add_argument("--positives-by", choices=["full", "folds"], default="folds",
                    help="score the positive series by the full model or alternately by the fold models")
     p.add_argument("--opening-px", type=int, default=None,

@@ -105,3 +105,30 @@ def test_widened_network_starts_as_the_original():
         assert torch.allclose(small(x[:, :-3]), wide(x), atol=1e-6)
     assert torch.equal(state["model.0.conv.unit0.conv.weight"],
                        small.state_dict()["model.0.conv.unit0.conv.weight"])  # the input is not modified
+
+
+def test_icc_absolute_agreement_matches_shrout_fleiss_and_penalises_offsets():
+    import numpy as np
+    from agreement import icc_absolute_agreement
+
+    # Shrout & Fleiss (1979), table 2: 6 targets x 4 judges; ICC(2,1) = 0.29 in the paper
+    ratings = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]])
+    assert abs(icc_absolute_agreement(ratings) - 0.29) < 0.005
+    true_ml = np.array([2.0, 8.0, 15.0, 30.0, 55.0, 80.0])
+    assert icc_absolute_agreement(np.stack([true_ml, true_ml], 1)) == 1.0
+    # a rater that is perfectly correlated but 10 mL high agrees less than one with small random errors
+    offset = icc_absolute_agreement(np.stack([true_ml, true_ml + 10.0], 1))
+    noisy = icc_absolute_agreement(np.stack([true_ml, true_ml + [1.0, -1.0, 0.5, -0.5, 1.0, -1.0]], 1))
+    assert offset < 0.97 < noisy < 1.0
+
+
+def test_bootstrap_mean_resamples_whole_hosts():
+    import numpy as np
+    from agreement import bootstrap_mean
+
+    # two hosts with very different scores: the CI spans both host means, not the width of one host
+    values = np.array([0.9, 0.9, 0.9, 0.3, 0.3, 0.3])
+    hosts = np.array(["a", "a", "a", "b", "b", "b"])
+    lo, hi = bootstrap_mean(values, hosts)
+    assert lo == 0.3 and hi == 0.9
+    assert np.isnan(bootstrap_mean(values, np.array(["a"] * 6))[0])

@@ -397,6 +397,17 @@ def widen_inputs(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
     return out
 
 
+def parse_alternating(text: str | int) -> list[int]:
+    """'128,256' -> [128, 256]: sizes used in turn, one per training step."""
+    try:
+        values = [int(v) for v in str(text).split(",")]
+    except ValueError as exc:
+        raise SystemExit(f"expected integers separated by commas, got {text!r}") from exc
+    if not values or min(values) < 1:
+        raise SystemExit(f"expected positive integers, got {text!r}")
+    return values
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from monai.losses import DiceCELoss
 
@@ -405,7 +416,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     spec = load_spec(args.spec)
     rng = np.random.default_rng(args.seed)
     hosts = hosts_for(args.hosts, args.data)
-    sampler = Sampler(spec, args.cache, hosts, rng, args.crop, args.synth_dir, args.balance_subtypes)
+    crops, batches = parse_alternating(args.crop), parse_alternating(args.batch)
+    if len(batches) not in (1, len(crops)):
+        raise SystemExit(f"--batch {args.batch}: give one size or one per crop ({len(crops)})")
+    sampler = Sampler(spec, args.cache, hosts, rng, crops[0], args.synth_dir, args.balance_subtypes)
     print(f"hosts {len(hosts)}: {', '.join(h[:11] for h in hosts)}; synthetic cases {len(sampler.cases)}")
     net = build_network(spec["architecture"])
     if args.init:
@@ -441,7 +455,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     bar = tqdm(range(args.steps), desc="train", mininterval=5)
     running = None
     for step in bar:
-        x, y = sampler.batch(args.batch, args.positive_fraction)
+        sampler.crop = crops[step % len(crops)]  # several crop sizes: alternate step by step
+        x, y = sampler.batch(batches[step % len(batches)], args.positive_fraction)
         loss = loss_fn(net(x), y[:, None])
         if weak is not None:
             wx, wmask, wt = weak.batch(args.weak_slices)
@@ -462,7 +477,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             "weak_slices": args.weak_slices, "weak_weight": args.weak_weight,
             "weak_series": weak_series, "negative_slices_of": negative_series,
             "positive_fraction": args.positive_fraction,
-            "steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr,
+            "steps": args.steps, "batch": batches if len(batches) > 1 else batches[0],
+            "crop": crops if len(crops) > 1 else crops[0], "lr": args.lr,
             "seed": args.seed, "synthetic_cases": len(sampler.cases), "final_loss": running,
             "train_seconds": round(time.time() - t0, 1)}
     Path(str(args.out) + ".json").write_text(json.dumps(meta, indent=1))
@@ -516,8 +532,9 @@ def main() -> None:
     p.add_argument("--synth-dir", default="synth",
                    help="folder(s) of the synthetic cases inside the cache, comma-separated")
     p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--crop", type=int, default=160)
+    p.add_argument("--batch", default="16", help="batch size, or one per crop size (e.g. 16,8)")
+    p.add_argument("--crop", default="160",
+                   help="crop size in pixels, or several alternating step by step (e.g. 128,256)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--positive-fraction", type=float, default=0.7)
     p.add_argument("--threads", type=int, default=2)

@@ -132,3 +132,13 @@ def test_bootstrap_mean_resamples_whole_hosts():
     lo, hi = bootstrap_mean(values, hosts)
     assert lo == 0.3 and hi == 0.9
     assert np.isnan(bootstrap_mean(values, np.array(["a"] * 6))[0])
+
+
+def test_alternating_crop_sizes_parse_and_reject_bad_values():
+    import pytest
+
+    assert train_model.parse_alternating("128,256") == [128, 256]
+    assert train_model.parse_alternating(160) == [160]
+    for bad in ("128,", "0", "a,b"):
+        with pytest.raises(SystemExit):
+            train_model.parse_alternating(bad)

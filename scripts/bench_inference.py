@@ -47,7 +47,7 @@ def main() -> None:
     model = load_model(device=args.device)
     t3 = time.perf_counter()
     ventricles, registration_s = None, 0.0
-    if model.spec.get("detection", {}).get("ventricle_prior"):  # as the pipeline does before predicting
+    if model.uses_ventricle_prior:  # as the pipeline does before predicting
         from ICHAnalyzerLib.pipeline import ventricle_prior
 
         ventricles = ventricle_prior(ct, brain).mask

@@ -55,9 +55,9 @@ SCAN_THRESHOLD = 0.5  # fixed a priori, never tuned on these series
 BASELINE_SCAN_ML = 1.0  # baseline flags a scan with at least this much blood-density volume (a priori)
 
 
-def ventricles_for(ct, brain: np.ndarray, spec: dict) -> np.ndarray | None:
+def ventricles_for(ct, brain: np.ndarray, model: LoadedModel) -> np.ndarray | None:
     """The atlas ventricle mask the pipeline gives the model (``detection.ventricle_prior``), else None."""
-    if not spec["detection"].get("ventricle_prior"):
+    if not model.uses_ventricle_prior:
         return None
     prior = ventricle_prior(ct, brain)
     if prior.mask is None:
@@ -109,7 +109,7 @@ def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, n:
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
-def evaluate_real(args: argparse.Namespace, spec: dict, models: dict[str, LoadedModel]) -> dict:
+def evaluate_real(args: argparse.Namespace, models: dict[str, LoadedModel]) -> dict:
     table = series_table(args.data)
     slice_truth = read_slice_labels(args.data)
     fold_of = {h: f for f in ("fold0", "fold1") for h in hosts_for(f, args.data)}
@@ -122,9 +122,10 @@ def evaluate_real(args: argparse.Namespace, spec: dict, models: dict[str, Loaded
             print(f"skip {name}: no held-out model ({model_key})")
             continue
         ct, brain = read_series(args.data / "rsna" / name, args.native_cache)
-        ventricles = ventricles_for(ct, brain, spec)  # registration, timed apart from the network
+        model = models[model_key]
+        ventricles = ventricles_for(ct, brain, model)  # registration, timed apart from the network
         t0 = time.time()
-        pred = predict(ct, brain, models[model_key], ventricles=ventricles)
+        pred = predict(ct, brain, model, ventricles=ventricles)
         seconds = time.time() - t0
         base = threshold_baseline(ct, brain)
         outside = int((pred.labels[~brain] > 0).sum())
@@ -151,7 +152,7 @@ def evaluate_real(args: argparse.Namespace, spec: dict, models: dict[str, Loaded
             ks = sorted(set(ks))
             ks = ks[:: max(1, len(ks) // 8)][:8]
             title = (f"{name[:11]}: predicted labels on labelled-positive slices "
-                     f"(model {models[model_key].name})")
+                     f"(model {model.name})")
             out_png = args.overlays / f"{name[:11]}.png"
             layers = [(pred.labels == s.label, s.color, s.key) for s in SUBTYPES]
             render_overlay(ct, layers, out_png, slices=ks, columns=4, title=title)
@@ -219,7 +220,7 @@ def evaluate_synthetic(args: argparse.Namespace, models: dict[str, LoadedModel])
                 except ValueError as exc:
                     print(f"  {host[:11]} label {label}: {exc}")
                     continue
-                ventricles = ventricles_for(ct2, brain, args.spec_loaded)
+                ventricles = ventricles_for(ct2, brain, models[scorer])
                 pred = predict(ct2, brain, models[scorer], ventricles=ventricles)
                 base = threshold_baseline(ct2, brain)
                 t, p = truth == label, pred.labels == label
@@ -248,10 +249,11 @@ def summarize_synthetic(recs: list[dict]) -> dict:
             continue
         hosts = np.array([x["host"] for x in r])
         true_ml = np.array([x["true_ml"] for x in r])
+        dices = np.array([x["dice"] for x in r])
         out[s.key] = {"n": len(r), "hosts": int(np.unique(hosts).size),
-                      "dice_mean": float(np.mean([x["dice"] for x in r])),
-                      "dice_mean_ci95": bootstrap_mean(np.array([x["dice"] for x in r]), hosts),
-                      "dice_median": float(np.median([x["dice"] for x in r])),
+                      "dice_mean": float(dices.mean()),
+                      "dice_mean_ci95": bootstrap_mean(dices, hosts),
+                      "dice_median": float(np.median(dices)),
                       "dice_any_blood_mean": float(np.mean([x["dice_any_blood"] for x in r])),
                       "abs_volume_error_median": float(np.median([abs(x["volume_error"]) for x in r])),
                       "abs_volume_error_mean": float(np.mean([abs(x["volume_error"]) for x in r])),
@@ -262,9 +264,8 @@ def summarize_synthetic(recs: list[dict]) -> dict:
                           float(np.mean([x["baseline_dice_any_blood"] for x in r])),
                       "baseline_abs_volume_error_median": float(np.median([abs(x["baseline_volume_error"])
                                                                            for x in r])),
-                      "baseline_volume_icc": (icc_absolute_agreement(
-                          np.stack([true_ml, [x["baseline_ml"] for x in r]], 1))
-                          if all("baseline_ml" in x for x in r) else float("nan"))}
+                      "baseline_volume_icc": icc_absolute_agreement(
+                          np.stack([true_ml, [x["baseline_ml"] for x in r]], 1))}
     return out
 
 
@@ -276,14 +277,14 @@ def markdown(summary: dict | None, synth: dict) -> str:
                   "baseline any-blood Dice | baseline median abs volume error | baseline volume ICC(A,1) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for key, e in synth.items():
-            ci = e.get("dice_mean_ci95", (float("nan"), float("nan")))
-            lines.append(f"| {key} | {e['n']} ({e.get('hosts', '?')}) | {e['dice_mean']:.3f} "
+            ci = e["dice_mean_ci95"]
+            lines.append(f"| {key} | {e['n']} ({e['hosts']}) | {e['dice_mean']:.3f} "
                          f"({ci[0]:.2f}-{ci[1]:.2f}) / {e['dice_median']:.3f} | "
                          f"{e['dice_any_blood_mean']:.3f} | {100 * e['abs_volume_error_median']:.1f}% | "
-                         f"{e.get('volume_icc', float('nan')):.3f} | "
+                         f"{e['volume_icc']:.3f} | "
                          f"{e['detected']}/{e['n']} | {e['baseline_dice_any_blood_mean']:.3f} | "
                          f"{100 * e['baseline_abs_volume_error_median']:.1f}% | "
-                         f"{e.get('baseline_volume_icc', float('nan')):.3f} |")
+                         f"{e['baseline_volume_icc']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -351,14 +352,13 @@ def main() -> None:
             spec["detection"] = dict(spec["detection"], **{key: getattr(args, key)})
     if args.ventricle_prior != "spec":
         spec["detection"] = dict(spec["detection"], ventricle_prior=args.ventricle_prior == "on")
-    args.spec_loaded = spec
     models = {"full": model_from_weights(args.full, spec, "full")}
     for key in ("fold0", "fold1"):
         if getattr(args, key):
             models[key] = model_from_weights(getattr(args, key), spec, key)
     result: dict = {"scan_threshold": SCAN_THRESHOLD, "detection": spec["detection"]}
     if not args.skip_real:
-        real = evaluate_real(args, spec, models)
+        real = evaluate_real(args, models)
         result["real"] = real
         result["real_summary"] = summarize_real(real)
     if not args.skip_synthetic:

@@ -57,6 +57,11 @@ class LoadedModel:
     def version(self) -> str:
         return str(self.spec["version"])
 
+    @property
+    def uses_ventricle_prior(self) -> bool:
+        """Whether the model expects the atlas ventricle mask (``detection.ventricle_prior``)."""
+        return bool(self.spec.get("detection", {}).get("ventricle_prior"))
+
 
 # ------------------------------------------------------------------------------------------ registry
 def _read_registry(path: Path = MODELS_JSON) -> list[dict]:

@@ -119,7 +119,7 @@ def _run_model(ct: CTVolume, brain: np.ndarray, device: str, progress: ProgressC
         return ModelRun(reason="no model is installed (Models.json lists none)")
     model = inference.load_model(device=device)  # ModelError (missing/corrupt weights) propagates
     prior = None
-    if model.spec.get("detection", {}).get("ventricle_prior"):
+    if model.uses_ventricle_prior:
         _notify(progress, "registration to the template", 0.15)
         prior = ventricle_prior(ct, brain)
     prediction = inference.predict(ct, brain, model, progress=progress,
